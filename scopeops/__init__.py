@@ -1,0 +1,43 @@
+"""scopeops: Caffe2's workspace scopes for numeric Python pipelines.
+
+The compiled core (``_types``, ``_blob``, ``_workspace``, ``_stack``) is the
+implementation; there is no pure-Python fallback, so importing scopeops fails
+loudly when the extensions are not built.
+"""
+
+from scopeops.errors import (
+    BindingError,
+    BlobNotFoundError,
+    BlobTypeError,
+    ScopeError,
+    StackError,
+)
+
+try:
+    from scopeops._types import TypeMeta, known_types, register_known_type, type_meta
+    from scopeops._blob import Blob
+    from scopeops._workspace import Workspace
+    from scopeops._stack import WorkspaceStack
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        "scopeops' compiled core is not built or not importable "
+        f"({exc}). Install the package with `pip install .` (or build it in place with "
+        "`python setup.py build_ext --inplace`); there is no pure-Python fallback."
+    ) from exc
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Blob",
+    "BindingError",
+    "BlobNotFoundError",
+    "BlobTypeError",
+    "ScopeError",
+    "StackError",
+    "TypeMeta",
+    "Workspace",
+    "WorkspaceStack",
+    "known_types",
+    "register_known_type",
+    "type_meta",
+]

@@ -1,0 +1,38 @@
+from cpython.ref cimport PyObject
+from scopeops._blob cimport Blob
+
+
+cdef class Workspace:
+    cdef dict _blobs            # local name -> Blob
+    cdef dict _forwarded        # inner name -> (parent Workspace, outer name)
+    cdef Workspace _shared      # read-through parent, or None
+    # What the workspace was last bound to (by from_bindings or a stack rebind),
+    # so that a reused stack workspace can tell "same bindings" in O(1).
+    cdef Workspace _bound_parent
+    cdef dict _bound            # inner -> outer, as last bound
+    cdef Py_ssize_t _n_bound
+    cdef bint _bound_exact      # every bound forward is in place and no local hides one
+    cdef bint _initialised
+    cdef dict _spare_buffers    # name -> byte buffer of a removed snapshot, for reuse
+    cdef object __weakref__
+
+    cdef Blob c_find(self, str name)
+    cdef Blob c_create_blob(self, str name)
+    cdef Blob c_create_local_blob(self, str name)
+    cdef int c_rebind(self, Workspace parent, dict bindings) except -1
+    cdef int c_add_blob_mapping(self, Workspace parent, dict bindings,
+                                bint skip_defined_blobs) except -1
+    cdef Workspace c_new_child(self, dict bindings)
+
+
+cdef str c_check_name(object name)
+cdef dict c_normalize_bindings(object bindings)
+cdef Workspace c_check_parent(object parent)
+# Bumped by every change that can alter what a name resolves to (local blobs
+# created, removed or renamed; forwardings added, removed or rebound), so that
+# callers may cache resolved blobs and drop the cache when it moves.
+cdef unsigned long long c_structure_epoch() noexcept nogil
+
+# nogil helper for C callers: can a stack reuse ``ws`` for ``parent`` with no
+# bindings, without rebinding?
+cdef bint c_reusable_unbound(PyObject* ws, PyObject* parent) noexcept nogil

@@ -1,0 +1,609 @@
+"""Workspace: the typed blob dictionary.
+
+A workspace maps names to :class:`~scopeops.Blob` objects. It can read through
+to a ``shared`` parent (Caffe2 ``Workspace(shared)``) and forward chosen inner
+names to blobs of other workspaces (Caffe2 forwarded blobs), which is how a
+workspace pushed on a :class:`~scopeops.WorkspaceStack` sees exactly the parent
+blobs it was bound to. Lookups walk shared and forwarding chains iteratively.
+
+Every method holds the GIL from start to end and changes nothing before it has
+validated all of its input, so each call is atomic with respect to other Python
+threads.
+"""
+
+cimport cython
+from cpython.ref cimport PyObject
+from cpython.dict cimport PyDict_GetItem
+from cpython.unicode cimport PyUnicode_FromObject
+from libc.string cimport memcpy
+
+import numpy as np
+
+from scopeops._blob cimport Blob, c_new_blob
+from scopeops._npy cimport (
+    PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
+)
+from scopeops.errors import BindingError, BlobNotFoundError, BlobTypeError
+
+_import_array()
+
+cdef unsigned long long _epoch = 0
+
+
+cdef inline void _bump_epoch() noexcept:
+    global _epoch
+    _epoch += 1
+
+
+cdef unsigned long long c_structure_epoch() noexcept nogil:
+    return _epoch
+
+
+def structure_epoch():
+    """A counter that moves whenever any name's resolution may have changed."""
+    return _epoch
+
+
+cdef str c_check_name(object name):
+    """``name`` as an exact, non-empty ``str``; TypeError/ValueError otherwise."""
+    if type(name) is str:
+        if not <str>name:
+            raise ValueError("a blob name must be a non-empty str, got ''")
+        return <str>name
+    if isinstance(name, str):
+        if not name:
+            raise ValueError("a blob name must be a non-empty str, got ''")
+        # An exact copy: a subclass's __hash__/__eq__ never runs inside the core.
+        return PyUnicode_FromObject(name)
+    raise TypeError(f"a blob name must be a str, not {type(name).__name__}")
+
+
+cdef dict c_normalize_bindings(object bindings):
+    """Bindings (a mapping or an iterable of pairs) as a dict of exact names.
+
+    None gives an empty dict. Conflicting duplicate inner names raise
+    BindingError; everything else malformed raises TypeError or ValueError.
+    """
+    cdef dict out = {}
+    cdef str inner
+    cdef str outer
+    if bindings is None:
+        return out
+    if isinstance(bindings, (str, bytes, bytearray)):
+        raise TypeError("bindings must be a mapping or an iterable of (inner, outer) pairs, "
+                        f"not {type(bindings).__name__}")
+    if type(bindings) is dict:
+        items = (<dict>bindings).items()
+    elif hasattr(bindings, "items") and callable(bindings.items):
+        items = bindings.items()
+    else:
+        items = bindings
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError("bindings must be a mapping or an iterable of (inner, outer) pairs, "
+                        f"not {type(bindings).__name__}") from None
+    for pair in iterator:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"each binding must be an (inner, outer) pair of names, got {pair!r}")
+        inner = c_check_name(pair[0])
+        outer = c_check_name(pair[1])
+        previous = out.get(inner)
+        if previous is not None and previous != outer:
+            raise BindingError(f"Redefinition of blob {inner}: bound to both {previous} "
+                               f"and {outer}")
+        out[inner] = outer
+    return out
+
+
+cdef Workspace c_check_parent(object parent):
+    if parent is None:
+        raise BindingError("Parent workspace must be specified")
+    if not isinstance(parent, Workspace):
+        raise TypeError(f"a parent workspace must be a Workspace, not {type(parent).__name__}")
+    return <Workspace>parent
+
+
+cdef bint c_reusable_unbound(PyObject* ws, PyObject* parent) noexcept nogil:
+    return ((<Workspace>ws)._n_bound == 0 and (<Workspace>ws)._bound_exact
+            and <PyObject*>(<Workspace>ws)._bound_parent == parent)
+
+
+@cython.trashcan(True)
+cdef class Workspace:
+    """A typed blob dictionary with an optional read-through parent.
+
+    Parameters
+    ----------
+    shared : Workspace, optional
+        A read-through parent (Caffe2 ``Workspace(shared)``): names not found
+        locally or among the forwardings are looked up there, recursively.
+
+    Notes
+    -----
+    Lookup order is: local blobs, then forwarded names (a forward whose parent
+    blob has gone is *not* found and does not fall through), then ``shared``.
+    """
+
+    def __cinit__(self):
+        self._blobs = {}
+        self._forwarded = {}
+        self._bound = {}
+
+    def __init__(self, shared=None):
+        if self._initialised:
+            raise TypeError("a Workspace is initialised once")
+        if shared is not None and not isinstance(shared, Workspace):
+            raise TypeError(f"shared must be a Workspace or None, not {type(shared).__name__}")
+        self._shared = shared
+        self._initialised = True
+
+    @classmethod
+    def from_bindings(cls, parent, bindings):
+        """A workspace that sees only the bound ``parent`` blobs, under inner names.
+
+        Caffe2's ``Workspace(shared, forwarded_blobs)``: no read-through, only the
+        forwarded names are visible from ``parent``.
+
+        Raises
+        ------
+        BindingError
+            ``parent`` is None (``Parent workspace must be specified``) or an outer
+            name is not visible in it (``Invalid parent workspace blob: <outer>``).
+        """
+        cdef Workspace parent_ws = c_check_parent(parent)
+        if not (isinstance(cls, type) and issubclass(cls, Workspace)):
+            raise TypeError("from_bindings() builds Workspace subclasses only")
+        return _new_bound(cls, parent_ws, c_normalize_bindings(bindings))
+
+    def __repr__(self):
+        parts = [f"{len(self._blobs)} local"]
+        if self._forwarded:
+            parts.append(f"{len(self._forwarded)} forwarded")
+        if self._shared is not None:
+            parts.append("shared")
+        return f"<{type(self).__name__} {', '.join(parts)} at {id(self):#x}>"
+
+    @property
+    def shared(self):
+        """The read-through parent, or None."""
+        return self._shared
+
+    # -- lookups -------------------------------------------------------------
+
+    cdef Blob c_find(self, str name):
+        """The visible blob of that name, or None. Iterative over any chain."""
+        cdef Workspace ws = self
+        cdef PyObject* found
+        while True:
+            found = PyDict_GetItem(ws._blobs, name)
+            if found != NULL:
+                return <Blob>found
+            if ws._forwarded:
+                found = PyDict_GetItem(ws._forwarded, name)
+                if found != NULL:
+                    ws = <Workspace>(<tuple>found)[0]
+                    name = <str>(<tuple>found)[1]
+                    continue
+            ws = ws._shared
+            if ws is None:
+                return None
+
+    def has_blob(self, name):
+        """True when ``name`` is visible here (local, forwarded or shared)."""
+        return self.c_find(c_check_name(name)) is not None
+
+    def __contains__(self, name):
+        return self.c_find(c_check_name(name)) is not None
+
+    def get_blob(self, name):
+        """The visible :class:`Blob` of that name, or None."""
+        return self.c_find(c_check_name(name))
+
+    def fetch_blob(self, name):
+        """The value of the visible blob ``name`` (by reference, not a copy).
+
+        Raises
+        ------
+        BlobNotFoundError
+            The name is not visible.
+        BlobTypeError
+            The blob is empty.
+        """
+        cdef str key = c_check_name(name)
+        cdef Blob blob = self.c_find(key)
+        if blob is None:
+            raise BlobNotFoundError(_not_found_message(self, key))
+        return blob.get()
+
+    def __getitem__(self, name):
+        return self.fetch_blob(name)
+
+    # -- creation ------------------------------------------------------------
+
+    cdef Blob c_create_local_blob(self, str name):
+        cdef Blob blob
+        cdef PyObject* found = PyDict_GetItem(self._blobs, name)
+        if found != NULL:
+            return <Blob>found
+        blob = c_new_blob(name)
+        self._blobs[name] = blob
+        if self._n_bound and name in self._bound:
+            self._bound_exact = False
+        _bump_epoch()
+        return blob
+
+    cdef Blob c_create_blob(self, str name):
+        cdef Blob blob = self.c_find(name)
+        if blob is not None:
+            return blob
+        if name in self._forwarded:
+            parent, outer = self._forwarded[name]
+            raise BlobNotFoundError(
+                f"Blob {name} is forwarded to blob {outer} of its parent workspace, which "
+                f"no longer has it: a dangling forward cannot be created")
+        return self.c_create_local_blob(name)
+
+    def create_blob(self, name):
+        """The visible blob ``name`` (possibly a parent's), else a new local blob.
+
+        Raises :class:`BlobNotFoundError` for a dangling forward.
+        """
+        return self.c_create_blob(c_check_name(name))
+
+    def create_local_blob(self, name):
+        """A local blob ``name``, hiding any parent or forwarded blob of that name."""
+        return self.c_create_local_blob(c_check_name(name))
+
+    def feed_blob(self, name, value):
+        """``create_blob(name).set(value)``; returns the blob."""
+        cdef str key = c_check_name(name)
+        if isinstance(value, Blob):
+            raise TypeError("a Blob cannot hold another Blob; feed its value instead")
+        cdef Blob blob = self.c_create_blob(key)
+        blob.c_set(value)
+        return blob
+
+    def __setitem__(self, name, value):
+        self.feed_blob(name, value)
+
+    # -- removal and renaming ------------------------------------------------
+
+    def remove_blob(self, name):
+        """Remove a local blob; True if one was removed. Forwards and parents are untouched."""
+        cdef str key = c_check_name(name)
+        cdef PyObject* found = PyDict_GetItem(self._blobs, key)
+        if found == NULL:
+            return False
+        removed = <Blob>found
+        del self._blobs[key]
+        _bump_epoch()
+        return True
+
+    def __delitem__(self, name):
+        cdef str key = c_check_name(name)
+        if key not in self._blobs:
+            raise BlobNotFoundError(f"Blob {key} is not in the local blob list")
+        removed = self._blobs.pop(key)
+        _bump_epoch()
+
+    def rename_blob(self, old, new):
+        """Give the local blob ``old`` the name ``new``; returns the same Blob.
+
+        Raises
+        ------
+        BlobNotFoundError
+            ``old`` is not a local blob (``Blob <old> is not in the local blob list``).
+        BindingError
+            ``new`` is already visible (``Blob <new> is already in the workspace``).
+        """
+        cdef str old_name = c_check_name(old)
+        cdef str new_name = c_check_name(new)
+        cdef Blob blob
+        if old_name not in self._blobs:
+            raise BlobNotFoundError(f"Blob {old_name} is not in the local blob list")
+        if self.c_find(new_name) is not None:
+            raise BindingError(f"Blob {new_name} is already in the workspace")
+        blob = self._blobs.pop(old_name)
+        self._blobs[new_name] = blob
+        blob.name = new_name
+        if self._n_bound and new_name in self._bound:
+            self._bound_exact = False
+        _bump_epoch()
+        return blob
+
+    # -- listings ------------------------------------------------------------
+
+    def local_blobs(self):
+        """Names of the local blobs."""
+        return list(self._blobs)
+
+    def blobs(self):
+        """Every visible name, without duplicates: local, live forwards, shared chain."""
+        cdef list names = []
+        cdef set seen = set()
+        cdef Workspace ws = self
+        while ws is not None:
+            for name in ws._blobs:
+                if name not in seen:
+                    seen.add(name)
+                    names.append(name)
+            for name, target in ws._forwarded.items():
+                if name not in seen and name not in ws._blobs:
+                    if (<Workspace>target[0]).c_find(<str>target[1]) is not None:
+                        seen.add(name)
+                        names.append(name)
+                    else:
+                        # A dangling forward hides the shared blob of that name too.
+                        seen.add(name)
+            ws = ws._shared
+        return names
+
+    def __len__(self):
+        return len(self.blobs())
+
+    def __iter__(self):
+        return iter(self.blobs())
+
+    def forwarded_blobs(self):
+        """Forwardings as ``{inner: (parent workspace, outer name)}``."""
+        return dict(self._forwarded)
+
+    @property
+    def nbytes(self):
+        """Bytes held by local blobs (and snapshot buffers kept for reuse)."""
+        cdef Py_ssize_t total = 0
+        for blob in self._blobs.values():
+            total += (<Blob>blob).nbytes
+        if self._spare_buffers:
+            for buffer in self._spare_buffers.values():
+                total += buffer.nbytes
+        return total
+
+    # -- bindings ------------------------------------------------------------
+
+    cdef int c_add_blob_mapping(self, Workspace parent, dict bindings,
+                                bint skip_defined_blobs) except -1:
+        cdef list to_add = []
+        cdef str inner
+        cdef str outer
+        for inner, outer in bindings.items():
+            if parent.c_find(outer) is None:
+                raise BindingError(f"Invalid parent workspace blob: {outer} "
+                                   f"(bound to inner name {inner})")
+            current = self._forwarded.get(inner)
+            if current is not None:
+                if (<tuple>current)[0] is not parent or (<tuple>current)[1] != outer:
+                    raise BindingError(
+                        f"Redefinition of blob {inner}: it is already forwarded to "
+                        f"{(<tuple>current)[1]}" + ("" if (<tuple>current)[0] is parent
+                                                    else " of another workspace"))
+                continue
+            if self.c_find(inner) is not None:
+                if skip_defined_blobs:
+                    continue
+                raise BindingError(f"Redefinition of blob {inner}: it is already defined "
+                                   f"in the workspace")
+            to_add.append((inner, (parent, outer)))
+        if to_add:
+            for inner, target in to_add:
+                self._forwarded[inner] = target
+            _bump_epoch()
+        return 0
+
+    def add_blob_mapping(self, parent, bindings, skip_defined_blobs=False):
+        """Forward inner names to blobs of ``parent`` (Caffe2 ``AddBlobMapping``), atomically.
+
+        Every pair is validated before any is applied: an outer name missing in
+        ``parent`` (``Invalid parent workspace blob: <outer>``) or an inner name
+        already forwarded elsewhere or already defined (``Redefinition of blob
+        <inner>``) raises :class:`BindingError` and nothing changes. With
+        ``skip_defined_blobs`` an inner name that is already defined (and not
+        forwarded) is skipped silently. Re-adding an identical forward is a no-op.
+        """
+        cdef Workspace parent_ws = c_check_parent(parent)
+        self.c_add_blob_mapping(parent_ws, c_normalize_bindings(bindings),
+                                bool(skip_defined_blobs))
+
+    cdef int c_rebind(self, Workspace parent, dict bindings) except -1:
+        """Make a reused stack workspace bound exactly as requested.
+
+        The fast path (same parent, equal bindings, nothing disturbed) changes
+        nothing. Otherwise, after validating every outer name: local copies of
+        bound names are removed (their buffers kept for the next snapshot); with
+        the same parent and bindings the other forwardings stay (Caffe2), with
+        different ones the forwardings become exactly the requested ones.
+        """
+        if self._bound_parent is parent and self._bound_exact and \
+                (bindings is self._bound or bindings == self._bound):
+            return 0
+        cdef str inner
+        cdef str outer
+        for inner, outer in bindings.items():
+            if parent.c_find(outer) is None:
+                raise BindingError(f"Invalid parent workspace blob: {outer} "
+                                   f"(bound to inner name {inner})")
+        same = self._bound_parent is parent and bindings == self._bound
+        new_forwarded = dict(self._forwarded) if same else {}
+        new_blobs = dict(self._blobs)
+        spares = {}
+        for inner, outer in bindings.items():
+            new_forwarded[inner] = (parent, outer)
+            local = new_blobs.pop(inner, None)
+            if local is not None and (<Blob>local)._buffer is not None:
+                spares[inner] = (<Blob>local)._buffer
+                (<Blob>local)._buffer = None
+                (<Blob>local)._capacity = 0
+        old_forwarded, old_blobs = self._forwarded, self._blobs
+        self._forwarded, self._blobs = new_forwarded, new_blobs
+        if _forms_cycle(self, bindings):
+            self._forwarded, self._blobs = old_forwarded, old_blobs
+            for inner, buffer in spares.items():
+                (<Blob>old_blobs[inner])._buffer = buffer
+                (<Blob>old_blobs[inner])._capacity = buffer.shape[0]
+            raise BindingError(f"Invalid blob bindings: binding {bindings} would make a "
+                               f"forwarding cycle through this workspace")
+        if spares:
+            if self._spare_buffers is None:
+                self._spare_buffers = {}
+            self._spare_buffers.update(spares)
+        self._bound_parent = parent
+        self._bound = bindings
+        self._n_bound = len(bindings)
+        self._bound_exact = True
+        _bump_epoch()
+        return 0
+
+    cdef Workspace c_new_child(self, dict bindings):
+        return _new_bound(type(self), self, bindings)
+
+    def copy_forwarded_tensors(self, names):
+        """Turn forwarded tensors into local deep copies (Caffe2 ``CopyForwardedTensors``).
+
+        Each name in ``names`` that is forwarded becomes a local copy of its
+        parent's tensor and stops being forwarded; other names are ignored. Data
+        is copied with the GIL released; buffers of earlier snapshots are reused.
+
+        Raises
+        ------
+        BlobTypeError
+            A forwarded parent blob does not hold a tensor
+            (``Expected blob with tensor value <outer>``).
+        BlobNotFoundError
+            A forwarded parent blob no longer exists.
+        """
+        cdef list wanted
+        if isinstance(names, str):
+            wanted = [c_check_name(names)]
+        else:
+            try:
+                wanted = [c_check_name(n) for n in names]
+            except TypeError as exc:
+                if not hasattr(names, "__iter__"):
+                    raise TypeError(f"names must be an iterable of blob names, "
+                                    f"not {type(names).__name__}") from None
+                raise
+        while not _try_copy_forwarded(self, list(dict.fromkeys(wanted))):
+            pass   # another thread changed a forward while we copied: copy again
+
+
+cdef str _not_found_message(Workspace ws, str name):
+    return f"Blob {name} not in the workspace"
+
+
+cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
+    cdef str inner
+    cdef str outer
+    for inner, outer in bindings.items():
+        if parent.c_find(outer) is None:
+            raise BindingError(f"Invalid parent workspace blob: {outer} "
+                               f"(bound to inner name {inner})")
+    cdef Workspace child = cls.__new__(cls)
+    child._initialised = True
+    for inner, outer in bindings.items():
+        child._forwarded[inner] = (parent, outer)
+    child._bound_parent = parent
+    child._bound = bindings
+    child._n_bound = len(bindings)
+    child._bound_exact = True
+    return child
+
+
+cdef bint _forms_cycle(Workspace ws, dict bindings):
+    """Does resolving any of ws's bound names loop forever in the current state?"""
+    cdef Workspace at
+    cdef str name
+    cdef PyObject* found
+    for start in bindings:
+        at = ws
+        name = <str>start
+        seen = set()
+        while True:
+            key = (id(at), name)
+            if key in seen:
+                return True
+            seen.add(key)
+            if name in at._blobs:
+                break
+            found = PyDict_GetItem(at._forwarded, name)
+            if found != NULL:
+                at = <Workspace>(<tuple>found)[0]
+                name = <str>(<tuple>found)[1]
+                continue
+            at = at._shared
+            if at is None:
+                break
+    return False
+
+
+cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
+    """One attempt of copy_forwarded_tensors; False if a forward moved while copying."""
+    cdef list plan = []
+    cdef Blob source
+    cdef Blob target
+    cdef str name
+    cdef str outer
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n
+    cdef Py_ssize_t nbytes
+    cdef void* dst
+    cdef void* src
+    for name in names:
+        forward = ws._forwarded.get(name)
+        if forward is None:
+            continue
+        outer = (<tuple>forward)[1]
+        source = (<Workspace>(<tuple>forward)[0]).c_find(outer)
+        if source is None:
+            raise BlobNotFoundError(f"Blob {name} is forwarded to blob {outer}, which its "
+                                    f"parent workspace no longer has")
+        if not source._is_tensor:
+            raise BlobTypeError(f"Expected blob with tensor value {outer} (forwarded as {name})")
+        plan.append((name, forward, source, source._value))
+    if not plan:
+        return True
+    # Allocate every target first (this can fail), then copy, then commit.
+    targets = []
+    for name, forward, source, array in plan:
+        target = c_new_blob(name)
+        if array.dtype.kind in "biufc":
+            if ws._spare_buffers:
+                buffer = ws._spare_buffers.pop(name, None)
+                if buffer is not None:
+                    target._buffer = buffer
+                    target._capacity = buffer.shape[0]
+            target.c_tensor(array.shape, array.dtype)
+        else:
+            target.c_set(np.array(array, copy=True))
+        targets.append(target)
+    n = len(plan)
+    for i in range(n):
+        array = plan[i][3]
+        target = targets[i]
+        if target._buffer is None:
+            continue   # copied above, with the GIL (object or flexible dtype)
+        if PyArray_IS_C_CONTIGUOUS(<PyArrayObject*>array):
+            dst = PyArray_DATA(<PyArrayObject*>target._value)
+            src = PyArray_DATA(<PyArrayObject*>array)
+            nbytes = PyArray_NBYTES(<PyArrayObject*>array)
+            with nogil:
+                memcpy(dst, src, nbytes)
+        else:
+            np.copyto(target._value, array)   # numpy releases the GIL for plain dtypes
+    # Commit only if nothing moved while the GIL was released.
+    for i in range(n):
+        name, forward, source, array = plan[i]
+        if ws._forwarded.get(name) is not forward or name in ws._blobs:
+            return False
+        outer = (<tuple>forward)[1]
+        if (<Workspace>(<tuple>forward)[0]).c_find(outer) is not source or \
+                source._value is not array:
+            return False
+    for i in range(n):
+        name = plan[i][0]
+        del ws._forwarded[name]
+        ws._blobs[name] = targets[i]
+        if ws._n_bound and name in ws._bound:
+            ws._bound_exact = False
+    _bump_epoch()
+    return True

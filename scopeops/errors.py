@@ -1,0 +1,41 @@
+"""The scopeops exception hierarchy.
+
+Every error the library raises on purpose derives from :class:`ScopeError`, so
+``except scopeops.ScopeError`` catches all of them. The subclasses also derive
+from the built-in exception a Python caller would expect (``KeyError`` for a
+missing name, ``TypeError`` for a wrong blob type, ``ValueError`` for bad
+bindings), so code written against plain dictionaries keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ScopeError",
+    "BlobNotFoundError",
+    "BlobTypeError",
+    "BindingError",
+    "StackError",
+]
+
+
+class ScopeError(RuntimeError):
+    """Base class of every error raised by scopeops."""
+
+
+class BlobNotFoundError(ScopeError, KeyError):
+    """A blob name is not visible where it was asked for."""
+
+    # KeyError.__str__ repr()s its argument; a message reads better as is.
+    __str__ = RuntimeError.__str__
+
+
+class BlobTypeError(ScopeError, TypeError):
+    """A blob holds another type than the caller asked for (or is empty)."""
+
+
+class BindingError(ScopeError, ValueError):
+    """Bad bindings: missing parent, missing outer blob, redefinition, mismatch."""
+
+
+class StackError(ScopeError):
+    """A corrupted workspace stack, or a debug-mode parent mismatch."""

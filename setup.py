@@ -1,0 +1,51 @@
+"""Build the compiled core of scopeops.
+
+Compiler directives are set once, here. ``SCOPEOPS_DEBUG_BUILD=1`` builds with
+bounds and wraparound checks, assertions on and line tracing (for coverage);
+the default build is the optimised one.
+"""
+
+import glob
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG_BUILD = os.environ.get("SCOPEOPS_DEBUG_BUILD", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "embedsignature": True,
+    "auto_pickle": False,
+    "boundscheck": DEBUG_BUILD,
+    "wraparound": DEBUG_BUILD,
+    "initializedcheck": DEBUG_BUILD,
+    "cdivision": not DEBUG_BUILD,
+    "linetrace": DEBUG_BUILD,
+}
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if DEBUG_BUILD:
+    macros.append(("CYTHON_TRACE_NOGIL", "1"))
+    extra_compile_args = ["-O0", "-g", "-UNDEBUG"]
+else:
+    extra_compile_args = ["-O2"]
+
+extensions = [
+    Extension(
+        "scopeops." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        include_dirs=[numpy.get_include()],
+        define_macros=macros,
+        extra_compile_args=extra_compile_args,
+    )
+    for path in sorted(glob.glob(os.path.join("scopeops", "*.pyx")))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        nthreads=int(os.environ.get("SCOPEOPS_BUILD_JOBS", "2")),
+    ),
+)
