@@ -33,6 +33,8 @@ cdef Workspace c_check_parent(object parent)
 # callers may cache resolved blobs and drop the cache when it moves.
 cdef unsigned long long c_structure_epoch() noexcept nogil
 
-# nogil helper for C callers: can a stack reuse ``ws`` for ``parent`` with no
-# bindings, without rebinding?
-cdef bint c_reusable_unbound(PyObject* ws, PyObject* parent) noexcept nogil
+# Can a stack reuse ``ws`` for ``parent`` with no bindings, without rebinding?
+# Inline so that the nogil push path makes no call across modules.
+cdef inline bint c_reusable_unbound(PyObject* ws, PyObject* parent) noexcept nogil:
+    return ((<Workspace>ws)._n_bound == 0 and (<Workspace>ws)._bound_exact
+            and <PyObject*>(<Workspace>ws)._bound_parent == parent)

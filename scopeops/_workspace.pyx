@@ -13,8 +13,8 @@ threads.
 
 cimport cython
 from cpython.ref cimport PyObject
-from cpython.dict cimport PyDict_GetItem
-from cpython.unicode cimport PyUnicode_FromObject
+from cpython.dict cimport PyDict_GetItemWithError as PyDict_GetItem
+from cpython.unicode cimport PyUnicode_FromObject, PyUnicode_GET_LENGTH
 from libc.string cimport memcpy
 
 import numpy as np
@@ -104,11 +104,6 @@ cdef Workspace c_check_parent(object parent):
     return <Workspace>parent
 
 
-cdef bint c_reusable_unbound(PyObject* ws, PyObject* parent) noexcept nogil:
-    return ((<Workspace>ws)._n_bound == 0 and (<Workspace>ws)._bound_exact
-            and <PyObject*>(<Workspace>ws)._bound_parent == parent)
-
-
 @cython.trashcan(True)
 cdef class Workspace:
     """A typed blob dictionary with an optional read-through parent.
@@ -173,33 +168,22 @@ cdef class Workspace:
 
     cdef Blob c_find(self, str name):
         """The visible blob of that name, or None. Iterative over any chain."""
-        cdef Workspace ws = self
-        cdef PyObject* found
-        while True:
-            found = PyDict_GetItem(ws._blobs, name)
-            if found != NULL:
-                return <Blob>found
-            if ws._forwarded:
-                found = PyDict_GetItem(ws._forwarded, name)
-                if found != NULL:
-                    ws = <Workspace>(<tuple>found)[0]
-                    name = <str>(<tuple>found)[1]
-                    continue
-            ws = ws._shared
-            if ws is None:
-                return None
+        return _find(self, name)
 
+    @cython.always_allow_keywords(False)
     def has_blob(self, name):
         """True when ``name`` is visible here (local, forwarded or shared)."""
-        return self.c_find(c_check_name(name)) is not None
+        return _find(self, _name(name)) is not None
 
     def __contains__(self, name):
-        return self.c_find(c_check_name(name)) is not None
+        return _find(self, _name(name)) is not None
 
+    @cython.always_allow_keywords(False)
     def get_blob(self, name):
         """The visible :class:`Blob` of that name, or None."""
-        return self.c_find(c_check_name(name))
+        return _find(self, _name(name))
 
+    @cython.always_allow_keywords(False)
     def fetch_blob(self, name):
         """The value of the visible blob ``name`` (by reference, not a copy).
 
@@ -210,11 +194,13 @@ cdef class Workspace:
         BlobTypeError
             The blob is empty.
         """
-        cdef str key = c_check_name(name)
-        cdef Blob blob = self.c_find(key)
+        cdef str key = _name(name)
+        cdef Blob blob = _find(self, key)
         if blob is None:
             raise BlobNotFoundError(_not_found_message(self, key))
-        return blob.get()
+        if blob._meta is None:
+            return blob.get()   # raises: the blob is empty
+        return blob._value
 
     def __getitem__(self, name):
         return self.fetch_blob(name)
@@ -234,7 +220,7 @@ cdef class Workspace:
         return blob
 
     cdef Blob c_create_blob(self, str name):
-        cdef Blob blob = self.c_find(name)
+        cdef Blob blob = _find(self, name)
         if blob is not None:
             return blob
         if name in self._forwarded:
@@ -244,20 +230,22 @@ cdef class Workspace:
                 f"no longer has it: a dangling forward cannot be created")
         return self.c_create_local_blob(name)
 
+    @cython.always_allow_keywords(False)
     def create_blob(self, name):
         """The visible blob ``name`` (possibly a parent's), else a new local blob.
 
         Raises :class:`BlobNotFoundError` for a dangling forward.
         """
-        return self.c_create_blob(c_check_name(name))
+        return self.c_create_blob(_name(name))
 
+    @cython.always_allow_keywords(False)
     def create_local_blob(self, name):
         """A local blob ``name``, hiding any parent or forwarded blob of that name."""
-        return self.c_create_local_blob(c_check_name(name))
+        return self.c_create_local_blob(_name(name))
 
     def feed_blob(self, name, value):
         """``create_blob(name).set(value)``; returns the blob."""
-        cdef str key = c_check_name(name)
+        cdef str key = _name(name)
         if isinstance(value, Blob):
             raise TypeError("a Blob cannot hold another Blob; feed its value instead")
         cdef Blob blob = self.c_create_blob(key)
@@ -269,9 +257,10 @@ cdef class Workspace:
 
     # -- removal and renaming ------------------------------------------------
 
+    @cython.always_allow_keywords(False)
     def remove_blob(self, name):
         """Remove a local blob; True if one was removed. Forwards and parents are untouched."""
-        cdef str key = c_check_name(name)
+        cdef str key = _name(name)
         cdef PyObject* found = PyDict_GetItem(self._blobs, key)
         if found == NULL:
             return False
@@ -281,7 +270,7 @@ cdef class Workspace:
         return True
 
     def __delitem__(self, name):
-        cdef str key = c_check_name(name)
+        cdef str key = _name(name)
         if key not in self._blobs:
             raise BlobNotFoundError(f"Blob {key} is not in the local blob list")
         removed = self._blobs.pop(key)
@@ -302,7 +291,7 @@ cdef class Workspace:
         cdef Blob blob
         if old_name not in self._blobs:
             raise BlobNotFoundError(f"Blob {old_name} is not in the local blob list")
-        if self.c_find(new_name) is not None:
+        if _find(self, new_name) is not None:
             raise BindingError(f"Blob {new_name} is already in the workspace")
         blob = self._blobs.pop(old_name)
         self._blobs[new_name] = blob
@@ -330,7 +319,7 @@ cdef class Workspace:
                     names.append(name)
             for name, target in ws._forwarded.items():
                 if name not in seen and name not in ws._blobs:
-                    if (<Workspace>target[0]).c_find(<str>target[1]) is not None:
+                    if _find(<Workspace>target[0], <str>target[1]) is not None:
                         seen.add(name)
                         names.append(name)
                     else:
@@ -368,7 +357,7 @@ cdef class Workspace:
         cdef str inner
         cdef str outer
         for inner, outer in bindings.items():
-            if parent.c_find(outer) is None:
+            if _find(parent, outer) is None:
                 raise BindingError(f"Invalid parent workspace blob: {outer} "
                                    f"(bound to inner name {inner})")
             current = self._forwarded.get(inner)
@@ -379,7 +368,7 @@ cdef class Workspace:
                         f"{(<tuple>current)[1]}" + ("" if (<tuple>current)[0] is parent
                                                     else " of another workspace"))
                 continue
-            if self.c_find(inner) is not None:
+            if _find(self, inner) is not None:
                 if skip_defined_blobs:
                     continue
                 raise BindingError(f"Redefinition of blob {inner}: it is already defined "
@@ -420,7 +409,7 @@ cdef class Workspace:
         cdef str inner
         cdef str outer
         for inner, outer in bindings.items():
-            if parent.c_find(outer) is None:
+            if _find(parent, outer) is None:
                 raise BindingError(f"Invalid parent workspace blob: {outer} "
                                    f"(bound to inner name {inner})")
         same = self._bound_parent is parent and bindings == self._bound
@@ -487,6 +476,31 @@ cdef class Workspace:
             pass   # another thread changed a forward while we copied: copy again
 
 
+cdef inline Blob _find(Workspace ws, str name):
+    """The blob ``name`` resolves to from ``ws``, or None: local, forwarded, shared."""
+    cdef PyObject* found
+    while True:
+        found = PyDict_GetItem(ws._blobs, name)
+        if found != NULL:
+            return <Blob>found
+        if ws._forwarded:
+            found = PyDict_GetItem(ws._forwarded, name)
+            if found != NULL:
+                ws = <Workspace>(<tuple>found)[0]
+                name = <str>(<tuple>found)[1]
+                continue
+        ws = ws._shared
+        if ws is None:
+            return None
+
+
+cdef inline str _name(object name):
+    """c_check_name with the common case (a non-empty exact str) inline."""
+    if type(name) is str and PyUnicode_GET_LENGTH(name) != 0:
+        return <str>name
+    return c_check_name(name)
+
+
 cdef str _not_found_message(Workspace ws, str name):
     return f"Blob {name} not in the workspace"
 
@@ -495,7 +509,7 @@ cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
     cdef str inner
     cdef str outer
     for inner, outer in bindings.items():
-        if parent.c_find(outer) is None:
+        if _find(parent, outer) is None:
             raise BindingError(f"Invalid parent workspace blob: {outer} "
                                f"(bound to inner name {inner})")
     cdef Workspace child = cls.__new__(cls)
@@ -553,7 +567,7 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         if forward is None:
             continue
         outer = (<tuple>forward)[1]
-        source = (<Workspace>(<tuple>forward)[0]).c_find(outer)
+        source = _find(<Workspace>(<tuple>forward)[0], outer)
         if source is None:
             raise BlobNotFoundError(f"Blob {name} is forwarded to blob {outer}, which its "
                                     f"parent workspace no longer has")
@@ -596,7 +610,7 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         if ws._forwarded.get(name) is not forward or name in ws._blobs:
             return False
         outer = (<tuple>forward)[1]
-        if (<Workspace>(<tuple>forward)[0]).c_find(outer) is not source or \
+        if _find(<Workspace>(<tuple>forward)[0], outer) is not source or \
                 source._value is not array:
             return False
     for i in range(n):
