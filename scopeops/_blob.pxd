@@ -1,13 +1,5 @@
 from scopeops._types cimport TypeMeta, DTypeCode
 
-cdef extern from *:
-    """
-    #ifndef SCOPEOPS_MAX_DIMS
-    #define SCOPEOPS_MAX_DIMS 64
-    #endif
-    """
-    pass
-
 # What a C caller sees of a tensor blob's buffer. Pointers are borrowed from the
 # blob's current array: valid while the blob holds that value and nobody resets it.
 ctypedef struct TensorView:

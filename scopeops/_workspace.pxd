@@ -4,7 +4,7 @@ from scopeops._blob cimport Blob
 
 cdef class Workspace:
     cdef dict _blobs            # local name -> Blob
-    cdef dict _forwarded        # inner name -> (parent Workspace, outer name)
+    cdef dict _forwarded        # inner name -> _Forward(parent Workspace, outer name)
     cdef Workspace _shared      # read-through parent, or None
     # What the workspace was last bound to (by from_bindings or a stack rebind),
     # so that a reused stack workspace can tell "same bindings" in O(1).

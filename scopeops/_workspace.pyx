@@ -104,6 +104,27 @@ cdef Workspace c_check_parent(object parent):
     return <Workspace>parent
 
 
+@cython.final
+@cython.freelist(64)
+cdef class _Forward:
+    """A forwarding: inner name -> ``outer`` in ``parent``, with a memo of where it
+    resolves, valid while the structure epoch has not moved since."""
+    cdef Workspace parent
+    cdef str outer
+    cdef Blob resolved
+    cdef unsigned long long resolved_at   # epoch + 1 when the memo is valid; 0 never
+
+    def __repr__(self):
+        return f"<forward to {self.outer} of {self.parent!r}>"
+
+
+cdef inline _Forward _new_forward(Workspace parent, str outer):
+    cdef _Forward fwd = _Forward.__new__(_Forward)
+    fwd.parent = parent
+    fwd.outer = outer
+    return fwd
+
+
 @cython.trashcan(True)
 cdef class Workspace:
     """A typed blob dictionary with an optional read-through parent.
@@ -132,6 +153,7 @@ cdef class Workspace:
             raise TypeError(f"shared must be a Workspace or None, not {type(shared).__name__}")
         self._shared = shared
         self._initialised = True
+        _bump_epoch()
 
     @classmethod
     def from_bindings(cls, parent, bindings):
@@ -224,7 +246,7 @@ cdef class Workspace:
         if blob is not None:
             return blob
         if name in self._forwarded:
-            parent, outer = self._forwarded[name]
+            outer = (<_Forward>self._forwarded[name]).outer
             raise BlobNotFoundError(
                 f"Blob {name} is forwarded to blob {outer} of its parent workspace, which "
                 f"no longer has it: a dangling forward cannot be created")
@@ -319,7 +341,7 @@ cdef class Workspace:
                     names.append(name)
             for name, target in ws._forwarded.items():
                 if name not in seen and name not in ws._blobs:
-                    if _find(<Workspace>target[0], <str>target[1]) is not None:
+                    if _find((<_Forward>target).parent, (<_Forward>target).outer) is not None:
                         seen.add(name)
                         names.append(name)
                     else:
@@ -336,7 +358,8 @@ cdef class Workspace:
 
     def forwarded_blobs(self):
         """Forwardings as ``{inner: (parent workspace, outer name)}``."""
-        return dict(self._forwarded)
+        return {inner: ((<_Forward>fwd).parent, (<_Forward>fwd).outer)
+                for inner, fwd in self._forwarded.items()}
 
     @property
     def nbytes(self):
@@ -362,18 +385,19 @@ cdef class Workspace:
                                    f"(bound to inner name {inner})")
             current = self._forwarded.get(inner)
             if current is not None:
-                if (<tuple>current)[0] is not parent or (<tuple>current)[1] != outer:
+                if (<_Forward>current).parent is not parent or (<_Forward>current).outer != outer:
                     raise BindingError(
                         f"Redefinition of blob {inner}: it is already forwarded to "
-                        f"{(<tuple>current)[1]}" + ("" if (<tuple>current)[0] is parent
-                                                    else " of another workspace"))
+                        f"{(<_Forward>current).outer}" + (
+                            "" if (<_Forward>current).parent is parent
+                            else " of another workspace"))
                 continue
             if _find(self, inner) is not None:
                 if skip_defined_blobs:
                     continue
                 raise BindingError(f"Redefinition of blob {inner}: it is already defined "
                                    f"in the workspace")
-            to_add.append((inner, (parent, outer)))
+            to_add.append((inner, _new_forward(parent, outer)))
         if to_add:
             for inner, target in to_add:
                 self._forwarded[inner] = target
@@ -417,7 +441,10 @@ cdef class Workspace:
         new_blobs = dict(self._blobs)
         spares = {}
         for inner, outer in bindings.items():
-            new_forwarded[inner] = (parent, outer)
+            current = new_forwarded.get(inner)
+            if current is None or (<_Forward>current).parent is not parent \
+                    or (<_Forward>current).outer != outer:
+                new_forwarded[inner] = _new_forward(parent, outer)
             local = new_blobs.pop(inner, None)
             if local is not None and (<Blob>local)._buffer is not None:
                 spares[inner] = (<Blob>local)._buffer
@@ -477,21 +504,41 @@ cdef class Workspace:
 
 
 cdef inline Blob _find(Workspace ws, str name):
-    """The blob ``name`` resolves to from ``ws``, or None: local, forwarded, shared."""
+    """The blob ``name`` resolves to from ``ws``, or None: local, forwarded, shared.
+
+    Forwards resolve lazily (a parent's later changes are always seen); the first
+    forward on the path memoises its result until the structure epoch moves, and
+    any valid memo met on the way ends the walk, so chains cost O(1) amortised.
+    """
     cdef PyObject* found
+    cdef _Forward first = None
+    cdef _Forward fwd
+    cdef Blob blob
     while True:
         found = PyDict_GetItem(ws._blobs, name)
         if found != NULL:
-            return <Blob>found
+            blob = <Blob>found
+            break
         if ws._forwarded:
             found = PyDict_GetItem(ws._forwarded, name)
             if found != NULL:
-                ws = <Workspace>(<tuple>found)[0]
-                name = <str>(<tuple>found)[1]
+                fwd = <_Forward>found
+                if fwd.resolved_at == _epoch + 1:
+                    blob = fwd.resolved
+                    break
+                if first is None:
+                    first = fwd
+                ws = fwd.parent
+                name = fwd.outer
                 continue
         ws = ws._shared
         if ws is None:
-            return None
+            blob = None
+            break
+    if first is not None:
+        first.resolved = blob
+        first.resolved_at = _epoch + 1
+    return blob
 
 
 cdef inline str _name(object name):
@@ -515,7 +562,7 @@ cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
     cdef Workspace child = cls.__new__(cls)
     child._initialised = True
     for inner, outer in bindings.items():
-        child._forwarded[inner] = (parent, outer)
+        child._forwarded[inner] = _new_forward(parent, outer)
     child._bound_parent = parent
     child._bound = bindings
     child._n_bound = len(bindings)
@@ -541,8 +588,8 @@ cdef bint _forms_cycle(Workspace ws, dict bindings):
                 break
             found = PyDict_GetItem(at._forwarded, name)
             if found != NULL:
-                at = <Workspace>(<tuple>found)[0]
-                name = <str>(<tuple>found)[1]
+                at = (<_Forward>found).parent
+                name = (<_Forward>found).outer
                 continue
             at = at._shared
             if at is None:
@@ -566,8 +613,8 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         forward = ws._forwarded.get(name)
         if forward is None:
             continue
-        outer = (<tuple>forward)[1]
-        source = _find(<Workspace>(<tuple>forward)[0], outer)
+        outer = (<_Forward>forward).outer
+        source = _find((<_Forward>forward).parent, outer)
         if source is None:
             raise BlobNotFoundError(f"Blob {name} is forwarded to blob {outer}, which its "
                                     f"parent workspace no longer has")
@@ -609,8 +656,8 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         name, forward, source, array = plan[i]
         if ws._forwarded.get(name) is not forward or name in ws._blobs:
             return False
-        outer = (<tuple>forward)[1]
-        if _find(<Workspace>(<tuple>forward)[0], outer) is not source or \
+        outer = (<_Forward>forward).outer
+        if _find((<_Forward>forward).parent, outer) is not source or \
                 source._value is not array:
             return False
     for i in range(n):

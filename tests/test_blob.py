@@ -1,0 +1,419 @@
+"""Blob: a typed slot, and tensor buffer reuse."""
+
+import gc
+import re
+import weakref
+
+import numpy as np
+import pytest
+
+import scopeops as so
+
+TYPE_PHRASE = "wrong type for the Blob instance. Blob contains {have} while caller expects {want}"
+
+
+class Payload:
+    """A user value; weak-referenceable so tests can see when a blob drops it."""
+
+
+def data_pointer(array):
+    return array.__array_interface__["data"][0]
+
+
+def type_phrase(have, want):
+    return re.escape(
+        TYPE_PHRASE.format(have=so.type_meta(have).name, want=so.type_meta(want).name)
+    )
+
+
+# --- empty blob -----------------------------------------------------------------------------
+
+
+def test_new_blob_is_empty():
+    assert so.Blob().is_empty()
+
+
+def test_new_blob_has_no_meta():
+    assert so.Blob().meta is None
+
+
+def test_new_blob_has_no_dtype_or_shape():
+    blob = so.Blob()
+    assert blob.dtype is None
+    assert blob.shape is None
+
+
+def test_new_blob_holds_zero_bytes():
+    assert so.Blob().nbytes == 0
+
+
+def test_empty_blob_is_of_no_type():
+    blob = so.Blob()
+    assert not blob.is_type(int)
+    assert not blob.is_type(np.ndarray)
+
+
+def test_get_on_empty_blob_raises_blob_type_error_naming_it_empty():
+    with pytest.raises(so.BlobTypeError, match="empty"):
+        so.Blob().get()
+
+
+def test_get_with_type_on_empty_blob_raises_blob_type_error_naming_it_empty():
+    with pytest.raises(so.BlobTypeError, match="empty"):
+        so.Blob().get(np.ndarray)
+
+
+# --- set / get / reset ----------------------------------------------------------------------
+
+
+def test_set_makes_blob_non_empty():
+    blob = so.Blob()
+    blob.set(3)
+    assert not blob.is_empty()
+
+
+def test_set_returns_none():
+    assert so.Blob().set(3) is None
+
+
+def test_get_returns_the_stored_object():
+    payload = Payload()
+    blob = so.Blob()
+    blob.set(payload)
+    assert blob.get() is payload
+
+
+def test_set_records_the_meta_of_the_value_type():
+    blob = so.Blob()
+    blob.set(Payload())
+    assert blob.meta == so.type_meta(Payload)
+
+
+def test_set_ndarray_records_tensor_meta():
+    blob = so.Blob()
+    blob.set(np.zeros(3, dtype=np.float32))
+    assert blob.meta == so.type_meta(np.ndarray)
+    assert blob.meta.name == "Tensor"
+
+
+def test_set_replaces_previous_value_and_meta():
+    blob = so.Blob()
+    blob.set(3)
+    blob.set("text")
+    assert blob.get() == "text"
+    assert blob.meta == so.type_meta(str)
+
+
+def test_reset_empties_the_blob():
+    blob = so.Blob()
+    blob.set(3)
+    assert blob.reset() is None
+    assert blob.is_empty()
+    assert blob.meta is None
+
+
+def test_get_after_reset_raises_blob_type_error():
+    blob = so.Blob()
+    blob.set(3)
+    blob.reset()
+    with pytest.raises(so.BlobTypeError, match="empty"):
+        blob.get()
+
+
+def test_reset_drops_the_reference_to_the_value():
+    payload = Payload()
+    alive = weakref.ref(payload)
+    blob = so.Blob()
+    blob.set(payload)
+    del payload
+    gc.collect()
+    assert alive() is not None
+    blob.reset()
+    gc.collect()
+    assert alive() is None
+
+
+def test_set_drops_the_reference_to_the_previous_value():
+    payload = Payload()
+    alive = weakref.ref(payload)
+    blob = so.Blob()
+    blob.set(payload)
+    del payload
+    blob.set(4)
+    gc.collect()
+    assert alive() is None
+
+
+def test_reset_tensor_blob_clears_dtype_and_shape():
+    blob = so.Blob()
+    blob.tensor((2, 3), np.float32)
+    blob.reset()
+    assert blob.dtype is None
+    assert blob.shape is None
+
+
+# --- is_type --------------------------------------------------------------------------------
+
+
+def test_is_type_true_for_the_stored_class():
+    blob = so.Blob()
+    blob.set(Payload())
+    assert blob.is_type(Payload)
+
+
+def test_is_type_false_for_another_class():
+    blob = so.Blob()
+    blob.set(Payload())
+    assert not blob.is_type(str)
+
+
+def test_is_type_accepts_a_type_meta():
+    blob = so.Blob()
+    blob.set(Payload())
+    assert blob.is_type(so.type_meta(Payload))
+    assert not blob.is_type(so.type_meta(str))
+
+
+def test_is_type_of_ndarray_blob_is_tensor():
+    blob = so.Blob()
+    blob.set(np.zeros(2))
+    assert blob.is_type(np.ndarray)
+    assert blob.is_type(so.type_meta(np.ndarray))
+
+
+@pytest.mark.parametrize("spelling", [np.float32, np.dtype("float32"), "float32"])
+def test_is_type_accepts_every_dtype_spelling_for_a_numpy_scalar(spelling):
+    blob = so.Blob()
+    blob.set(np.float32(2.5))
+    assert blob.is_type(spelling)
+
+
+@pytest.mark.parametrize("spelling", [np.float64, np.dtype("float64"), "float64"])
+def test_is_type_false_for_another_element_type(spelling):
+    blob = so.Blob()
+    blob.set(np.float32(2.5))
+    assert not blob.is_type(spelling)
+
+
+# --- get with a type ------------------------------------------------------------------------
+
+
+def test_get_with_matching_class_returns_value():
+    payload = Payload()
+    blob = so.Blob()
+    blob.set(payload)
+    assert blob.get(Payload) is payload
+
+
+def test_get_with_matching_type_meta_returns_value():
+    blob = so.Blob()
+    blob.set("text")
+    assert blob.get(so.type_meta(str)) == "text"
+
+
+def test_get_with_ndarray_on_tensor_blob_returns_the_array():
+    array = np.arange(4.0)
+    blob = so.Blob()
+    blob.set(array)
+    assert blob.get(np.ndarray) is array
+
+
+def test_get_with_dtype_string_on_numpy_scalar_blob_returns_value():
+    blob = so.Blob()
+    blob.set(np.int16(7))
+    assert blob.get("int16") == 7
+
+
+def test_get_with_wrong_class_raises_blob_type_error_with_caffe2_phrase():
+    blob = so.Blob()
+    blob.set(3)
+    with pytest.raises(so.BlobTypeError, match=type_phrase(int, str)):
+        blob.get(str)
+
+
+def test_get_with_wrong_type_on_tensor_blob_names_tensor_as_contained():
+    blob = so.Blob()
+    blob.set(np.zeros(2))
+    with pytest.raises(so.BlobTypeError, match=type_phrase(np.ndarray, so.WorkspaceStack)):
+        blob.get(so.WorkspaceStack)
+
+
+def test_get_with_wrong_type_is_also_a_type_error():
+    blob = so.Blob()
+    blob.set(3)
+    with pytest.raises(TypeError):
+        blob.get(bytes)
+
+
+def test_get_with_wrong_type_leaves_the_blob_unchanged():
+    payload = Payload()
+    blob = so.Blob()
+    blob.set(payload)
+    with pytest.raises(so.BlobTypeError):
+        blob.get(str)
+    assert blob.get() is payload
+    assert blob.meta == so.type_meta(Payload)
+
+
+# --- dtype / shape --------------------------------------------------------------------------
+
+
+def test_dtype_and_shape_of_a_stored_ndarray():
+    blob = so.Blob()
+    blob.set(np.zeros((2, 5), dtype=np.int32))
+    assert blob.dtype == np.dtype(np.int32)
+    assert isinstance(blob.dtype, np.dtype)
+    assert blob.shape == (2, 5)
+
+
+def test_dtype_and_shape_are_none_for_a_non_tensor_value():
+    blob = so.Blob()
+    blob.set("text")
+    assert blob.dtype is None
+    assert blob.shape is None
+
+
+def test_dtype_and_shape_are_none_for_a_numpy_scalar():
+    blob = so.Blob()
+    blob.set(np.float32(1.0))
+    assert blob.dtype is None
+    assert blob.shape is None
+
+
+# --- tensor(shape, dtype) -------------------------------------------------------------------
+
+
+def test_tensor_on_empty_blob_returns_array_of_that_shape_and_dtype():
+    blob = so.Blob()
+    array = blob.tensor((2, 3), np.float32)
+    assert isinstance(array, np.ndarray)
+    assert array.shape == (2, 3)
+    assert array.dtype == np.dtype(np.float32)
+
+
+def test_tensor_makes_the_blob_hold_that_array():
+    blob = so.Blob()
+    array = blob.tensor((2, 3), np.float64)
+    assert blob.get() is array
+    assert blob.meta == so.type_meta(np.ndarray)
+    assert blob.shape == (2, 3)
+    assert blob.dtype == np.dtype(np.float64)
+
+
+@pytest.mark.parametrize("spelling", [np.int32, np.dtype("int32"), "int32"])
+def test_tensor_accepts_every_dtype_spelling(spelling):
+    assert so.Blob().tensor((4,), spelling).dtype == np.dtype(np.int32)
+
+
+def test_tensor_writes_are_visible_through_get():
+    blob = so.Blob()
+    array = blob.tensor((3,), np.float64)
+    array[:] = [1.0, 2.0, 3.0]
+    np.testing.assert_array_equal(blob.get(), [1.0, 2.0, 3.0])
+
+
+def test_tensor_with_unchanged_shape_and_dtype_returns_the_same_array():
+    blob = so.Blob()
+    first = blob.tensor((2, 3), np.float32)
+    assert blob.tensor((2, 3), np.float32) is first
+
+
+def test_tensor_with_unchanged_shape_and_other_dtype_spelling_returns_the_same_array():
+    blob = so.Blob()
+    first = blob.tensor((2, 3), np.float32)
+    assert blob.tensor((2, 3), np.dtype("float32")) is first
+    assert blob.tensor((2, 3), "float32") is first
+
+
+def test_tensor_with_unchanged_shape_keeps_contents():
+    blob = so.Blob()
+    first = blob.tensor((4,), np.int64)
+    first[:] = [5, 6, 7, 8]
+    np.testing.assert_array_equal(blob.tensor((4,), np.int64), [5, 6, 7, 8])
+
+
+def test_tensor_shrink_reuses_the_buffer():
+    blob = so.Blob()
+    big = blob.tensor((4, 4), np.float32)
+    small = blob.tensor((2, 2), np.float32)
+    assert small.shape == (2, 2)
+    assert np.shares_memory(small, big)
+    assert data_pointer(small) == data_pointer(big)
+
+
+def test_tensor_same_size_reshape_reuses_the_buffer():
+    blob = so.Blob()
+    square = blob.tensor((4, 4), np.float32)
+    flat = blob.tensor((2, 8), np.float32)
+    assert flat.shape == (2, 8)
+    assert data_pointer(flat) == data_pointer(square)
+
+
+def test_tensor_dtype_change_within_capacity_reuses_the_buffer():
+    blob = so.Blob()
+    wide = blob.tensor((4,), np.float64)
+    narrow = blob.tensor((4,), np.float32)
+    assert narrow.dtype == np.dtype(np.float32)
+    assert data_pointer(narrow) == data_pointer(wide)
+
+
+def test_tensor_shrink_then_regrow_within_capacity_reuses_the_buffer():
+    blob = so.Blob()
+    big = blob.tensor((10,), np.float64)
+    blob.tensor((2,), np.float64)
+    regrown = blob.tensor((10,), np.float64)
+    assert data_pointer(regrown) == data_pointer(big)
+
+
+def test_tensor_growth_allocates_a_new_buffer():
+    blob = so.Blob()
+    small = blob.tensor((2, 2), np.float32)
+    big = blob.tensor((8, 8), np.float32)
+    assert big.shape == (8, 8)
+    assert not np.shares_memory(big, small)
+
+
+def test_tensor_growth_updates_shape_and_nbytes():
+    blob = so.Blob()
+    blob.tensor((2,), np.float64)
+    blob.tensor((100,), np.float64)
+    assert blob.shape == (100,)
+    assert blob.nbytes >= 800
+
+
+def test_tensor_replaces_a_non_tensor_value():
+    blob = so.Blob()
+    blob.set("text")
+    array = blob.tensor((3,), np.float32)
+    assert blob.meta == so.type_meta(np.ndarray)
+    assert blob.get() is array
+
+
+# --- nbytes ---------------------------------------------------------------------------------
+
+
+def test_nbytes_of_a_stored_ndarray_is_its_size_in_bytes():
+    blob = so.Blob()
+    blob.set(np.zeros(10, dtype=np.float64))
+    assert blob.nbytes == 80
+
+
+def test_nbytes_of_a_tensor_is_at_least_its_size_in_bytes():
+    blob = so.Blob()
+    blob.tensor((4, 4), np.float32)
+    assert blob.nbytes >= 64
+
+
+def test_nbytes_after_shrink_is_still_the_buffer_capacity():
+    blob = so.Blob()
+    blob.tensor((4, 4), np.float32)
+    capacity = blob.nbytes
+    blob.tensor((1,), np.float32)
+    assert blob.nbytes == capacity
+
+
+def test_nbytes_after_reset_is_zero():
+    blob = so.Blob()
+    blob.tensor((4, 4), np.float32)
+    blob.reset()
+    assert blob.nbytes == 0

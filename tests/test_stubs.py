@@ -1,0 +1,58 @@
+"""The hand-written .pyi stubs ship with the package and type-check."""
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+import scopeops
+
+PACKAGE_DIR = os.path.dirname(scopeops.__file__)
+COMPILED = ["_types", "_blob", "_workspace", "_stack"]
+
+
+@pytest.mark.parametrize("module", COMPILED)
+def test_every_compiled_module_ships_a_stub(module):
+    assert os.path.exists(os.path.join(PACKAGE_DIR, module + ".pyi"))
+
+
+def test_package_is_marked_typed():
+    assert os.path.exists(os.path.join(PACKAGE_DIR, "py.typed"))
+
+
+@pytest.mark.parametrize("module", COMPILED)
+def test_stub_names_every_public_name_of_its_module(module):
+    compiled = importlib.import_module("scopeops." + module)
+    stub = open(os.path.join(PACKAGE_DIR, module + ".pyi")).read()
+    public = [name for name in dir(compiled)
+              if not name.startswith("_") and (inspect.isclass(getattr(compiled, name))
+                                               or callable(getattr(compiled, name)))
+              and getattr(getattr(compiled, name), "__module__", "") == compiled.__name__]
+    missing = [name for name in public if f"class {name}" not in stub and f"def {name}(" not in stub]
+    assert not missing, f"{module}.pyi lacks {missing}"
+
+
+def test_mypy_accepts_the_stubs_and_a_typed_client(tmp_path):
+    pytest.importorskip("mypy", reason="mypy is part of the test extra")
+    client = tmp_path / "client.py"
+    client.write_text(
+        "import numpy as np\n"
+        "import scopeops as so\n"
+        "ws: so.Workspace = so.Workspace()\n"
+        "blob: so.Blob = ws.feed_blob('x', np.zeros(3))\n"
+        "stack = so.WorkspaceStack(debug=False)\n"
+        "child: so.Workspace = stack.push_forward_workspace(ws, {'a': 'x'})\n"
+        "popped: so.Workspace | None = stack.pop_gradient_workspace(ws)\n"
+        "meta: so.TypeMeta = so.type_meta(np.float32)\n"
+        "size: int = blob.nbytes + meta.itemsize + len(stack)\n"
+        "arr = blob.tensor((2, 3), np.float32)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(client)],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": os.path.dirname(PACKAGE_DIR)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
