@@ -19,4 +19,5 @@ cdef extern from "numpy/arrayobject.h":
     bint PyArray_ISALIGNED(PyArrayObject* arr) nogil
     bint PyArray_HASFIELDS(PyArrayObject* arr) nogil
     PyObject* PyArray_DESCR(PyArrayObject* arr) nogil
+    PyObject* PyArray_BASE(PyArrayObject* arr) nogil
     bint PyArray_Check(object obj)

@@ -22,6 +22,7 @@ import numpy as np
 from scopeops._blob cimport Blob, c_new_blob
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
+    PyArray_BASE,
 )
 from scopeops.errors import BindingError, BlobNotFoundError, BlobTypeError
 
@@ -441,24 +442,16 @@ cdef class Workspace:
         new_blobs = dict(self._blobs)
         spares = {}
         for inner, outer in bindings.items():
+            local = new_blobs.pop(inner, None)
+            if local is not None and _recyclable(<Blob>local):
+                # Nobody else can see this snapshot: keep its buffer for the next one.
+                spares[inner] = (<Blob>local)._buffer
             current = new_forwarded.get(inner)
             if current is None or (<_Forward>current).parent is not parent \
                     or (<_Forward>current).outer != outer:
                 new_forwarded[inner] = _new_forward(parent, outer)
-            local = new_blobs.pop(inner, None)
-            if local is not None and (<Blob>local)._buffer is not None:
-                spares[inner] = (<Blob>local)._buffer
-                (<Blob>local)._buffer = None
-                (<Blob>local)._capacity = 0
         old_forwarded, old_blobs = self._forwarded, self._blobs
         self._forwarded, self._blobs = new_forwarded, new_blobs
-        if _forms_cycle(self, bindings):
-            self._forwarded, self._blobs = old_forwarded, old_blobs
-            for inner, buffer in spares.items():
-                (<Blob>old_blobs[inner])._buffer = buffer
-                (<Blob>old_blobs[inner])._capacity = buffer.shape[0]
-            raise BindingError(f"Invalid blob bindings: binding {bindings} would make a "
-                               f"forwarding cycle through this workspace")
         if spares:
             if self._spare_buffers is None:
                 self._spare_buffers = {}
@@ -509,11 +502,17 @@ cdef inline Blob _find(Workspace ws, str name):
     Forwards resolve lazily (a parent's later changes are always seen); the first
     forward on the path memoises its result until the structure epoch moves, and
     any valid memo met on the way ends the walk, so chains cost O(1) amortised.
+    Removing a blob can close a forwarding cycle; Brent's cycle detection ends
+    the walk there (not found) in O(1) memory.
     """
     cdef PyObject* found
     cdef _Forward first = None
     cdef _Forward fwd
     cdef Blob blob
+    cdef PyObject* seen_ws = NULL       # Brent's saved state (ws, name)
+    cdef PyObject* seen_name = NULL
+    cdef Py_ssize_t power = 1
+    cdef Py_ssize_t steps = 0
     while True:
         found = PyDict_GetItem(ws._blobs, name)
         if found != NULL:
@@ -530,6 +529,14 @@ cdef inline Blob _find(Workspace ws, str name):
                     first = fwd
                 ws = fwd.parent
                 name = fwd.outer
+                if <PyObject*>ws == seen_ws and <PyObject*>name == seen_name:
+                    blob = None     # a forwarding cycle: nothing at its end
+                    break
+                steps += 1
+                if steps == power:
+                    seen_ws, seen_name = <PyObject*>ws, <PyObject*>name
+                    power <<= 1
+                    steps = 0
                 continue
         ws = ws._shared
         if ws is None:
@@ -552,6 +559,24 @@ cdef str _not_found_message(Workspace ws, str name):
     return f"Blob {name} not in the workspace"
 
 
+cdef extern from "Python.h":
+    Py_ssize_t _refcount "Py_REFCNT"(PyObject* obj)
+
+
+cdef bint _recyclable(Blob blob):
+    """Is the blob's buffer seen by nobody but this workspace? (Only then may a
+    later snapshot overwrite it: a caller holding the blob, its array or any view
+    of it keeps its values.) References expected: the blob from the old local dict
+    and the caller's variable; the array from the blob; the buffer from the blob
+    and from the array's base."""
+    if blob._buffer is None or not blob._is_tensor:
+        return False
+    cdef PyObject* value = <PyObject*>blob._value
+    cdef PyObject* buffer = <PyObject*>blob._buffer
+    return (_refcount(<PyObject*>blob) == 2 and _refcount(value) == 1
+            and _refcount(buffer) == 2 and PyArray_BASE(<PyArrayObject*>value) == buffer)
+
+
 cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
     cdef str inner
     cdef str outer
@@ -568,33 +593,6 @@ cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
     child._n_bound = len(bindings)
     child._bound_exact = True
     return child
-
-
-cdef bint _forms_cycle(Workspace ws, dict bindings):
-    """Does resolving any of ws's bound names loop forever in the current state?"""
-    cdef Workspace at
-    cdef str name
-    cdef PyObject* found
-    for start in bindings:
-        at = ws
-        name = <str>start
-        seen = set()
-        while True:
-            key = (id(at), name)
-            if key in seen:
-                return True
-            seen.add(key)
-            if name in at._blobs:
-                break
-            found = PyDict_GetItem(at._forwarded, name)
-            if found != NULL:
-                at = (<_Forward>found).parent
-                name = (<_Forward>found).outer
-                continue
-            at = at._shared
-            if at is None:
-                break
-    return False
 
 
 cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
