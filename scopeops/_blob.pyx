@@ -183,7 +183,11 @@ cdef class Blob:
         cdef object old_buffer = self._buffer
         cdef DTypeCode code = DT_OTHER
         if meta is TENSOR_META:
-            code = (<TypeMeta>c_dtype_meta(value.dtype)).code
+            dt = value.dtype
+            if self._is_tensor and dt is self._value.dtype:
+                code = self._dtype_code     # same element type as before: no registry lookup
+            else:
+                code = (<TypeMeta>c_dtype_meta(dt)).code
         self._meta = meta
         self._is_tensor = meta is TENSOR_META
         self._dtype_code = code
@@ -199,6 +203,7 @@ cdef class Blob:
         cdef object old_buffer = self._buffer
         self._meta = None
         self._is_tensor = False
+        self._dtype_code = DT_OTHER
         self._buffer = None
         self._capacity = 0
         self._value = None
@@ -214,7 +219,7 @@ cdef class Blob:
         cdef Py_ssize_t nbytes
         cdef Py_ssize_t d
         # Fast path: our own array with this exact shape and dtype.
-        if self._buffer is not None and type(shape) is tuple:
+        if self._is_tensor and self._buffer is not None and type(shape) is tuple:
             arr = self._value
             if _same_shape(<PyArrayObject*>arr, <tuple>shape):
                 dt = arr.dtype

@@ -417,3 +417,16 @@ def test_nbytes_after_reset_is_zero():
     blob.tensor((4, 4), np.float32)
     blob.reset()
     assert blob.nbytes == 0
+
+
+def test_tensor_on_a_blob_given_a_buffer_but_no_value_yet_allocates_a_proper_view():
+    # A fresh blob handed a recycled buffer (as copy_forwarded_tensors does) holds no
+    # array yet: tensor() must not take its fast path on the missing value.
+    ws = so.Workspace()
+    ws.feed_blob("x", np.arange(6.0))
+    stack = so.WorkspaceStack()
+    for _ in range(3):
+        child = stack.push_forward_workspace(ws, {"x": "x"})
+        child.copy_forwarded_tensors(["x"])
+        np.testing.assert_array_equal(child.fetch_blob("x"), np.arange(6.0))
+        stack.pop_gradient_workspace(ws)

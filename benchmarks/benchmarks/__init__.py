@@ -1,0 +1,1 @@
+"""asv benchmarks of scopeops; configuration in ``benchmarks/asv.conf.json``."""
