@@ -197,6 +197,14 @@ cdef class WorkspaceStack:
         ws.c_add_blob_mapping(parent_ws, b, False)
         return ws
 
+    def _undo_pop(self):
+        """Put back the workspace the last pop took off (used to roll back a failed
+        gradient step); StackError if no dormant workspace is above the top."""
+        self.c_check_top()
+        if self._top + 1 >= self._count:
+            raise StackError("Corrupted workspaces stack: nothing to restore above the top")
+        self._top += 1
+
     def clear(self):
         """Empty the stack in O(1). Workspaces stay allocated and are reused, index 0 first."""
         self.c_check_top()

@@ -559,6 +559,14 @@ cdef str _not_found_message(Workspace ws, str name):
     return f"Blob {name} not in the workspace"
 
 
+cdef void _adopt(Blob dst, Blob src):
+    """Move src's value and buffer into dst (src is a fresh, unshared blob)."""
+    old_value, old_buffer = dst._value, dst._buffer
+    dst._value, dst._buffer, dst._capacity = src._value, src._buffer, src._capacity
+    dst._meta, dst._is_tensor, dst._dtype_code = src._meta, src._is_tensor, src._dtype_code
+    del old_value, old_buffer
+
+
 cdef extern from "Python.h":
     Py_ssize_t _refcount "Py_REFCNT"(PyObject* obj)
 
@@ -618,12 +626,12 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
                                     f"parent workspace no longer has")
         if not source._is_tensor:
             raise BlobTypeError(f"Expected blob with tensor value {outer} (forwarded as {name})")
-        plan.append((name, forward, source, source._value))
+        plan.append((name, forward, source, source._value, ws._blobs.get(name)))
     if not plan:
         return True
     # Allocate every target first (this can fail), then copy, then commit.
     targets = []
-    for name, forward, source, array in plan:
+    for name, forward, source, array, _ in plan:
         target = c_new_blob(name)
         if array.dtype.kind in "biufc":
             if ws._spare_buffers:
@@ -651,17 +659,22 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
             np.copyto(target._value, array)   # numpy releases the GIL for plain dtypes
     # Commit only if nothing moved while the GIL was released.
     for i in range(n):
-        name, forward, source, array = plan[i]
-        if ws._forwarded.get(name) is not forward or name in ws._blobs:
+        name, forward, source, array, local = plan[i]
+        if ws._forwarded.get(name) is not forward or ws._blobs.get(name) is not local:
             return False
         outer = (<_Forward>forward).outer
         if _find((<_Forward>forward).parent, outer) is not source or \
                 source._value is not array:
             return False
     for i in range(n):
-        name = plan[i][0]
+        name, local = plan[i][0], plan[i][4]
         del ws._forwarded[name]
-        ws._blobs[name] = targets[i]
+        if local is None:
+            ws._blobs[name] = targets[i]
+        else:
+            # A local blob already hid the forward: it takes the copy (Caffe2 copies
+            # into the blob CreateBlob returns), keeping its identity.
+            _adopt(<Blob>local, <Blob>targets[i])
         if ws._n_bound and name in ws._bound:
             ws._bound_exact = False
     _bump_epoch()
