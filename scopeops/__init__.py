@@ -9,6 +9,7 @@ from scopeops.errors import (
     BindingError,
     BlobNotFoundError,
     BlobTypeError,
+    OperatorError,
     ScopeError,
     StackError,
 )
@@ -16,7 +17,7 @@ from scopeops.errors import (
 try:
     from scopeops._types import TypeMeta, known_types, register_known_type, type_meta
     from scopeops._blob import Blob
-    from scopeops._workspace import Workspace
+    from scopeops._workspace import Workspace as _CoreWorkspace
     from scopeops._stack import WorkspaceStack
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
@@ -25,6 +26,13 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "`python setup.py build_ext --inplace`); there is no pure-Python fallback."
     ) from exc
 
+# The operator layer, above the core.
+from scopeops import ops
+from scopeops.net import Net, NetDef, OperatorDef, create_operator
+from scopeops.workspace import Workspace
+from scopeops.gradients import add_gradient_ops
+from scopeops import control, testing
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,12 +40,21 @@ __all__ = [
     "BindingError",
     "BlobNotFoundError",
     "BlobTypeError",
+    "Net",
+    "NetDef",
+    "OperatorDef",
+    "OperatorError",
     "ScopeError",
     "StackError",
     "TypeMeta",
+    "add_gradient_ops",
+    "control",
+    "testing",
     "Workspace",
     "WorkspaceStack",
+    "create_operator",
     "known_types",
+    "ops",
     "register_known_type",
     "type_meta",
 ]

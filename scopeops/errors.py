@@ -15,6 +15,7 @@ __all__ = [
     "BlobTypeError",
     "BindingError",
     "StackError",
+    "OperatorError",
 ]
 
 
@@ -39,3 +40,11 @@ class BindingError(ScopeError, ValueError):
 
 class StackError(ScopeError):
     """A corrupted workspace stack, or a debug-mode parent mismatch."""
+
+
+class OperatorError(ScopeError):
+    """An operator could not be built or failed while running.
+
+    The message names the operator type, its name or position and the net; the
+    original error is chained as ``__cause__``.
+    """

@@ -1,0 +1,160 @@
+"""``add_if`` and ``add_while``: control flow whose branches run in their own workspaces.
+
+Each branch is wrapped in a Do with its own scope blob (a ``CreateScope`` for it
+is placed before the If/While op, so every run of the outer net clears it).
+Names a branch reads before writing are its external inputs and must be in the
+lexical scope; names it writes that are in the lexical scope are its external
+outputs; both are bound under identical names. Every other name stays local to
+the branch's workspace and never appears in the outer one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from scopeops.errors import OperatorError
+from scopeops.net import Net, NetDef, as_netdef
+
+__all__ = ["add_if", "add_while", "external_blobs"]
+
+
+def external_blobs(net: Any, lexical_scope: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(inputs, outputs)`` of a branch: names read before written (each must be
+    in ``lexical_scope``: ``Input blob <x> is undefined``), and written names that
+    are in the lexical scope. Both in first-use order."""
+    scope = set(lexical_scope)
+    written: set[str] = set()
+    inputs: list[str] = []
+    outputs: list[str] = []
+    for op in as_netdef(net).ops:
+        for name in op.inputs:
+            if name not in written and name not in inputs:
+                if name not in scope:
+                    raise OperatorError(f"Input blob {name} is undefined (net "
+                                        f"'{as_netdef(net).name}' reads it before writing it, "
+                                        f"and it is not in the lexical scope)")
+                inputs.append(name)
+        for name in op.outputs:
+            written.add(name)
+            if name in scope and name not in outputs:
+                outputs.append(name)
+    return inputs, outputs
+
+
+def _lexical_scope(net: Net, lexical_scope: Iterable[str] | None) -> list[str]:
+    if lexical_scope is not None:
+        return list(lexical_scope)
+    netdef = as_netdef(net)
+    names = list(netdef.external_inputs)
+    for op in netdef.ops:
+        names.extend(op.outputs)
+    return names
+
+
+def _unique_blob(net: Net, base: str) -> str:
+    netdef = as_netdef(net)
+    used = set(netdef.external_inputs) | set(netdef.external_outputs)
+    for op in netdef.ops:
+        used.update(op.inputs)
+        used.update(op.outputs)
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _do_net(name: str, body: Any, inputs: list[str], outputs: list[str], scope_blob: str,
+            **do_args: Any) -> NetDef:
+    """A one-op net holding a Do that runs ``body`` with identity bindings."""
+    ordered = inputs + outputs
+    inner = list(dict.fromkeys(ordered))
+    wrapper = Net(name)
+    wrapper.add_op("Do", inputs + [scope_blob], outputs + [scope_blob],
+                   net=as_netdef(body), inner_blobs=inner,
+                   outer_blobs_idx=[ordered.index(n) for n in inner], **do_args)
+    wrapper.add_external_outputs(*(outputs + [scope_blob]))
+    return wrapper.netdef
+
+
+def _union(*lists: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(n for names in lists for n in names))
+
+
+def add_if(net: Net, cond: str, then_net: Any, else_net: Any = None,
+           lexical_scope: Iterable[str] | None = None) -> Any:
+    """Add an If op to ``net`` whose branches run in their own Do workspaces.
+
+    ``cond`` is a one-element bool tensor. ``lexical_scope`` defaults to the
+    outer net's external inputs and every blob its earlier ops write. The If
+    op's inputs are the condition and the union of the branches' external
+    inputs; its outputs are the union of their external outputs (a name written
+    by only one branch is also an input, since the other branch passes it
+    through). Returns the If OperatorDef.
+    """
+    if not isinstance(net, Net):
+        raise TypeError(f"add_if builds into a Net, not {type(net).__name__}")
+    scope = _lexical_scope(net, lexical_scope)
+    then_in, then_out = external_blobs(then_net, scope)
+    else_in, else_out = external_blobs(else_net, scope) if else_net is not None else ([], [])
+    outputs = _union(then_out, else_out)
+    both = set(then_out) & set(else_out) if else_net is not None else set()
+    passed_through = [n for n in outputs if n not in both]
+    inputs = _union(then_in, else_in, passed_through)
+    then_scope = _unique_blob(net, f"{net.name}/workspace_if_then")
+    if_args = {"then_net": _do_net(f"{net.name}/do_then_net", then_net, then_in, then_out,
+                                   then_scope)}
+    scopes = [then_scope]
+    if else_net is not None:
+        net.add_op("CreateScope", [], [then_scope])
+        else_scope = _unique_blob(net, f"{net.name}/workspace_if_else")
+        if_args["else_net"] = _do_net(f"{net.name}/do_else_net", else_net, else_in,
+                                      else_out, else_scope)
+        net.add_op("CreateScope", [], [else_scope])
+        scopes.append(else_scope)
+    else:
+        net.add_op("CreateScope", [], [then_scope])
+    net.add_op("If", [cond] + [n for n in inputs if n != cond] + scopes, outputs + scopes,
+               **if_args)
+    return net.ops[-1]
+
+
+def add_while(net: Net, cond: str, body_net: Any, cond_net: Any = None,
+              lexical_scope: Iterable[str] | None = None) -> Any:
+    """Add a While op to ``net`` whose body (and condition net) run in Do workspaces.
+
+    The body Do copies its bound blobs after each iteration
+    (``copy_external_blobs``) so the gradient pass sees every iteration's
+    values. Loop outputs are loop inputs too (the loop may not run). A
+    ``cond_net`` must write ``cond`` (``Condition net does not write into
+    condition blob``); when ``cond`` is not in the lexical scope a
+    ``ConstantFill(value=False)`` creates it first. Returns the While OperatorDef.
+    """
+    if not isinstance(net, Net):
+        raise TypeError(f"add_while builds into a Net, not {type(net).__name__}")
+    scope = _lexical_scope(net, lexical_scope)
+    body_in, body_out = external_blobs(body_net, scope)
+    body_in = _union(body_in, body_out)
+    body_scope = _unique_blob(net, f"{net.name}/workspace_loop_body")
+    while_args = {"loop_net": _do_net(f"{net.name}/do_loop_body_net", body_net, body_in,
+                                      body_out, body_scope, copy_external_blobs=True)}
+    inputs = [cond] + [n for n in body_in if n != cond]
+    outputs = list(body_out)
+    scopes = [body_scope]
+    net.add_op("CreateScope", [], [body_scope])
+    if cond_net is not None:
+        if not any(cond in op.outputs for op in as_netdef(cond_net).ops):
+            raise OperatorError("Condition net does not write into condition blob")
+        cond_in, cond_out = external_blobs(cond_net, list(scope) + [cond])
+        cond_out = _union(cond_out, [cond])
+        cond_scope = _unique_blob(net, f"{net.name}/workspace_loop_cond")
+        while_args["cond_net"] = _do_net(f"{net.name}/do_loop_condition_net", cond_net,
+                                         cond_in, cond_out, cond_scope)
+        if cond not in scope:
+            net.add_op("ConstantFill", [], [cond], shape=[1], dtype="bool", value=False)
+        net.add_op("CreateScope", [], [cond_scope])
+        inputs = _union(inputs, cond_in)
+        outputs = _union(outputs, cond_out)
+        scopes.append(cond_scope)
+    net.add_op("While", inputs + scopes, outputs + scopes, **while_args)
+    return net.ops[-1]

@@ -1,0 +1,36 @@
+"""Operator classes, the registry and schemas.
+
+Importing this package registers every built-in operator type.
+"""
+
+from scopeops.ops.base import (
+    NO_GRADIENT,
+    SHOULD_NOT_DO_GRADIENT,
+    Arg,
+    Operator,
+    Schema,
+    gradient,
+    register,
+    registered_operators,
+    schema,
+)
+from scopeops.ops.scope import CreateScopeOp, HasScopeOp
+from scopeops.ops.control import DoOp, IfOp, WhileOp
+from scopeops.ops import numeric  # registers the numeric operators and their gradients
+
+__all__ = [
+    "Arg",
+    "CreateScopeOp",
+    "DoOp",
+    "HasScopeOp",
+    "IfOp",
+    "NO_GRADIENT",
+    "Operator",
+    "SHOULD_NOT_DO_GRADIENT",
+    "Schema",
+    "WhileOp",
+    "gradient",
+    "register",
+    "registered_operators",
+    "schema",
+]

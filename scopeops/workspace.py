@@ -1,0 +1,77 @@
+"""The public Workspace: the compiled blob dictionary plus nets and operators.
+
+The compiled core knows nothing of operators; this subclass adds Caffe2's net
+map and the run methods. A :class:`~scopeops.WorkspaceStack` builds children of
+their parent's class, so workspaces pushed from a ``Workspace`` can run nets too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scopeops import _workspace
+from scopeops.errors import OperatorError
+from scopeops.net import NetDef, NetExecutor, as_netdef
+
+__all__ = ["Workspace"]
+
+
+class Workspace(_workspace.Workspace):
+    __doc__ = _workspace.Workspace.__doc__
+    __slots__ = ("_nets",)
+
+    def _net_map(self) -> dict[str, NetExecutor]:
+        try:
+            return self._nets
+        except AttributeError:
+            self._nets: dict[str, NetExecutor] = {}
+            return self._nets
+
+    def run_operator_once(self, op: Any) -> None:
+        """Build the operator ``op`` (an OperatorDef) here and run it once."""
+        from scopeops.net import OperatorDef
+        if not isinstance(op, OperatorDef):
+            raise TypeError(f"run_operator_once takes an OperatorDef, not {type(op).__name__}")
+        executor = NetExecutor(NetDef(name=f"<{op.type} run once>", ops=[op]), self)
+        executor.run()
+
+    def create_net(self, net: Any, overwrite: bool = False) -> NetExecutor:
+        """Build ``net`` (a NetDef or Net) here and keep it by name (Caffe2 ``CreateNet``)."""
+        netdef = as_netdef(net)
+        if not netdef.name:
+            raise OperatorError("Net definition should have a name.")
+        nets = self._net_map()
+        if netdef.name in nets and not overwrite:
+            raise OperatorError(
+                f'I respectfully refuse to overwrite an existing net of the same name '
+                f'"{netdef.name}", unless you explicitly specify overwrite=True.')
+        executor = NetExecutor(netdef.copy(), self)   # builds fully before replacing
+        nets[netdef.name] = executor
+        return executor
+
+    def get_net(self, name: str) -> NetExecutor | None:
+        """The net built here under ``name``, or None."""
+        if not isinstance(name, str):
+            raise TypeError(f"a net name must be a str, not {type(name).__name__}")
+        return self._net_map().get(name)
+
+    def nets(self) -> list[str]:
+        """Names of the nets built here."""
+        return list(self._net_map())
+
+    def remove_net(self, name: str) -> bool:
+        """Forget the net ``name``; True if there was one."""
+        return self._net_map().pop(name, None) is not None
+
+    def run_net(self, name: Any) -> None:
+        """Run the net built here under ``name`` (a name, NetDef or Net)."""
+        if not isinstance(name, str):
+            name = as_netdef(name).name
+        executor = self._net_map().get(name)
+        if executor is None:
+            raise OperatorError(f"Net {name} does not exist in this workspace; create_net() it first")
+        executor.run()
+
+    def run_net_once(self, net: Any) -> None:
+        """Build ``net`` here without keeping it, and run it once."""
+        NetExecutor(as_netdef(net), self).run()
