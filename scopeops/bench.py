@@ -787,6 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exit with status 1 when a target is missed")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     args = parser.parse_args(argv)
+    _load_layer_cases()
     try:
         cases = select(args.only)
     except ValueError as exc:
@@ -811,6 +812,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(results)} cases in {elapsed:.1f} s; "
           + (f"missed: {', '.join(missed)}" if missed else "every target met"))
     return 1 if (args.check and missed) else 0
+
+
+def _load_layer_cases() -> None:
+    # The operator layer's cases live beside it; loading them registers them here.
+    import scopeops.bench_ops  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from scopeops._workspace import structure_epoch
 from scopeops.errors import OperatorError, ScopeError
 from scopeops.ops.base import lookup, registered_operators
 
@@ -24,7 +25,9 @@ __all__ = ["OperatorDef", "NetDef", "Net", "NetExecutor", "create_operator", "as
 def _plain_arg(value: Any) -> Any:
     """Arguments as plain data: Nets become NetDefs, arrays and tuples become lists."""
     if isinstance(value, Net):
-        return value.netdef
+        return value.netdef.copy()   # a snapshot: later builder edits do not leak in
+    if isinstance(value, NetDef):
+        return value.copy()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -359,9 +362,11 @@ class NetExecutor:
     def run(self) -> None:
         """Run every operator in order; a failure raises OperatorError naming the op."""
         index = 0
+        epoch = structure_epoch
         try:
             for index, operator in enumerate(self.operators):
-                operator.prepare()
+                if operator._epoch != epoch():   # Operator.prepare(), inlined: hot path
+                    operator._resolve()
                 operator.run()
         except OperatorError as exc:
             op = self.netdef.ops[index]

@@ -648,3 +648,60 @@ def test_failing_gradient_do_leaves_the_stack_as_before():
         ws.run_net("grad_outer")
     assert len(stack) == 1
     assert stack.top is top
+
+
+# -- difference 2 through a Do: never a removed outer blob ------------------------------------
+
+
+def scoped_forward_net(**extra):
+    net = so.Net("scoped")
+    net.CreateScope([], ["scope"])
+    net.add_op("Do", ["x", "scope"], ["y", "scope"], net=local_then_bound_subnet(),
+               inner_blobs=["a", "b"], outer_blobs_idx=[0, 1], **extra)
+    return net
+
+
+def test_do_reusing_a_workspace_never_reads_a_removed_outer_blob():
+    ws = outer_workspace()
+    ws.create_net(scoped_forward_net())
+    ws.run_net("scoped")
+    ws.remove_blob("x")
+    with pytest.raises(so.OperatorError):
+        ws.run_net("scoped")
+    np.testing.assert_array_equal(ws.fetch_blob("y"), [3.0, 6.0])
+
+
+def test_do_reusing_a_workspace_reads_an_outer_blob_fed_again_after_removal():
+    ws = outer_workspace()
+    ws.create_net(scoped_forward_net())
+    ws.run_net("scoped")
+    ws.remove_blob("x")
+    ws.feed_blob("x", np.array([-1.0, 4.0]))
+    ws.run_net("scoped")
+    np.testing.assert_array_equal(ws.fetch_blob("y"), [-3.0, 12.0])
+
+
+def test_do_with_snapshots_reads_an_outer_blob_fed_again_after_removal():
+    ws = outer_workspace()
+    ws.create_net(scoped_forward_net(copy_external_blobs=True))
+    ws.run_net("scoped")
+    ws.remove_blob("x")
+    ws.feed_blob("x", np.array([-1.0, 4.0]))
+    ws.run_net("scoped")
+    np.testing.assert_array_equal(ws.fetch_blob("y"), [-3.0, 12.0])
+    np.testing.assert_array_equal(stack_of(ws).top.fetch_blob("a"), [-1.0, 4.0])
+
+
+def test_failure_inside_do_names_the_inner_op_and_subnet_down_the_cause_chain():
+    ws = outer_workspace()
+    ws.feed_blob("z", np.ones(3))
+    failing_do(ws)
+    with pytest.raises(so.OperatorError) as info:
+        ws.run_net("outer")
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__
+    text = " | ".join(str(e) for e in chain)
+    assert "Add" in text and "fails" in text
+    assert not isinstance(chain[-1], so.OperatorError)

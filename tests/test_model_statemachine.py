@@ -40,7 +40,7 @@ import scopeops as so
 
 NAMES = ("a", "b", "c", "d")
 MAX_WORKSPACES = 12
-HANG_TIMEOUT = 0.5
+HANG_TIMEOUT = 1.0
 
 # ----------------------------------------------------------------------------------------
 # The model
@@ -882,6 +882,7 @@ WorkspaceModelMachine.TestCase.settings = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
+    database=None,  # leave no .hypothesis directory behind; failures print a reproducer
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestWorkspaceModel = WorkspaceModelMachine.TestCase

@@ -600,3 +600,20 @@ def test_removed_output_blob_is_not_written_through_a_stale_reference():
     else:
         np.testing.assert_array_equal(ws.fetch_blob("b"), [9.0])
     np.testing.assert_array_equal(old_b.get(), [1.0])
+
+
+class TaggedWorkspace(so.Workspace):
+    """A Workspace subclass, to see what class a stack's children get."""
+
+    __slots__ = ()
+
+    def tag(self):
+        return "tagged"
+
+
+def test_workspace_pushed_by_a_stack_has_the_class_of_its_parent():
+    parent = TaggedWorkspace()
+    parent.feed_blob("x", np.array([1.0]))
+    child = so.WorkspaceStack().push_forward_workspace(parent, {"x": "x"})
+    assert isinstance(child, TaggedWorkspace)
+    assert child.tag() == "tagged"

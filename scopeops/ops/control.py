@@ -143,6 +143,9 @@ def _condition(op: Operator, blob: Any, what: str) -> bool:
         raise OperatorError(f"Invalid condition in {what} operator: tensor expected")
     if value.size != 1:
         raise OperatorError(f"Invalid condition tensor in {what} operator: single value expected")
+    if value.dtype != np.bool_:
+        raise OperatorError(f"Invalid condition tensor in {what} operator: bool expected, "
+                            f"got {value.dtype}")
     return bool(value.reshape(-1)[0])
 
 
