@@ -9,9 +9,11 @@ from scopeops.errors import (
     BindingError,
     BlobNotFoundError,
     BlobTypeError,
+    CheckpointError,
     OperatorError,
     ScopeError,
     StackError,
+    VariableError,
 )
 
 try:
@@ -35,11 +37,49 @@ from scopeops import control, testing
 
 __version__ = "0.1.0"
 
+# The toolkit, above the operator layer. Resolved on first use (PEP 562) while its
+# modules are being written; every name here is part of the public API.
+_TOOLKIT = {
+    "NameScope": "scopeops.scope",
+    "current_name_scope": "scopeops.scope",
+    "scoped_name": "scopeops.scope",
+    "BlobReference": "scopeops.scope",
+    "DeviceOption": "scopeops.scope",
+    "DeviceScope": "scopeops.scope",
+    "current_device_scope": "scopeops.scope",
+    "EmptyNameScope": "scopeops.scope",
+    "EmptyDeviceScope": "scopeops.scope",
+    "variable_scope": "scopeops.variables",
+    "VariableScope": "scopeops.variables",
+    "get_variable": "scopeops.variables",
+    "AUTO_REUSE": "scopeops.variables",
+    "trainable_variables": "scopeops.variables",
+    "global_variables": "scopeops.variables",
+    "reset_variables": "scopeops.variables",
+    "accumulate": "scopeops.accumulation",
+    "memory_report": "scopeops.memory",
+    "save_workspace": "scopeops.checkpoint",
+    "load_workspace": "scopeops.checkpoint",
+}
+_TOOLKIT_MODULES = {"initializers": "scopeops.initializers", "viz": "scopeops.viz",
+                    "accumulation": "scopeops.accumulation", "memory": "scopeops.memory",
+                    "checkpoint": "scopeops.checkpoint"}
+
+
+def __getattr__(name):
+    import importlib
+    if name in _TOOLKIT:
+        return getattr(importlib.import_module(_TOOLKIT[name]), name)
+    if name in _TOOLKIT_MODULES:
+        return importlib.import_module(_TOOLKIT_MODULES[name])
+    raise AttributeError(f"module 'scopeops' has no attribute {name!r}")
+
 __all__ = [
     "Blob",
     "BindingError",
     "BlobNotFoundError",
     "BlobTypeError",
+    "CheckpointError",
     "Net",
     "NetDef",
     "OperatorDef",
@@ -47,6 +87,7 @@ __all__ = [
     "ScopeError",
     "StackError",
     "TypeMeta",
+    "VariableError",
     "add_gradient_ops",
     "control",
     "testing",

@@ -16,6 +16,8 @@ __all__ = [
     "BindingError",
     "StackError",
     "OperatorError",
+    "VariableError",
+    "CheckpointError",
 ]
 
 
@@ -48,3 +50,13 @@ class OperatorError(ScopeError):
     The message names the operator type, its name or position and the net; the
     original error is chained as ``__cause__``.
     """
+
+
+class VariableError(ScopeError, ValueError):
+    """get_variable refused: exists without reuse, missing with reuse, or a shape or
+    dtype mismatch (TensorFlow's phrases)."""
+
+
+class CheckpointError(ScopeError):
+    """A checkpoint cannot be saved (an unsaveable blob) or loaded (truncated,
+    corrupted, foreign or newer-format file). Nothing is half-written or half-loaded."""
