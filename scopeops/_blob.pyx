@@ -128,10 +128,12 @@ cdef class Blob:
                 f"expects {want.name}" + ("" if self.name is None else f" (blob {self.name})"))
         return self._value
 
+    @cython.critical_section
     def set(self, value):
         """Store ``value`` (by reference) and its type."""
         self.c_set(value)
 
+    @cython.critical_section
     def reset(self):
         """Empty the blob and drop its value and buffer."""
         self.c_reset()
@@ -164,6 +166,7 @@ cdef class Blob:
                 return value
         return sys.getsizeof(self._value)
 
+    @cython.critical_section
     def tensor(self, shape, dtype):
         """The blob's tensor with this shape and dtype, reusing its buffer.
 

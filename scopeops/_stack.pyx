@@ -124,6 +124,7 @@ cdef class WorkspaceStack:
                 self._debug_bindings = bindings
         return ws
 
+    @cython.critical_section
     def push_forward_workspace(self, parent, bindings=None):
         """Push a child of ``parent`` that sees only the bound names; returns it.
 
@@ -167,6 +168,7 @@ cdef class WorkspaceStack:
             self._top -= 1
         return ws
 
+    @cython.critical_section
     def pop_gradient_workspace(self, parent, grad_bindings=None):
         """Pop the top workspace for a gradient step and return it (None if empty).
 
@@ -182,6 +184,7 @@ cdef class WorkspaceStack:
             return ws
         return self.c_pop(c_check_parent(parent), c_normalize_bindings(grad_bindings))
 
+    @cython.critical_section
     def reuse_last_forward_workspace(self, parent, bindings=None):
         """The top workspace with ``bindings`` added (no push); None if empty.
 
@@ -197,6 +200,7 @@ cdef class WorkspaceStack:
         ws.c_add_blob_mapping(parent_ws, b, False)
         return ws
 
+    @cython.critical_section
     def _undo_pop(self):
         """Put back the workspace the last pop took off (used to roll back a failed
         gradient step); StackError if no dormant workspace is above the top."""
@@ -205,6 +209,7 @@ cdef class WorkspaceStack:
             raise StackError("Corrupted workspaces stack: nothing to restore above the top")
         self._top += 1
 
+    @cython.critical_section
     def clear(self):
         """Empty the stack in O(1). Workspaces stay allocated and are reused, index 0 first."""
         self.c_check_top()
@@ -238,6 +243,7 @@ cdef class WorkspaceStack:
         cdef Py_ssize_t i
         return [<object>self._slots[i] for i in range(self._count)]
 
+    @cython.critical_section
     def release(self):
         """Free the dormant workspaces above the top; returns how many were freed."""
         cdef Py_ssize_t i

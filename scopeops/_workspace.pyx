@@ -253,6 +253,7 @@ cdef class Workspace:
                 f"no longer has it: a dangling forward cannot be created")
         return self.c_create_local_blob(name)
 
+    @cython.critical_section
     @cython.always_allow_keywords(False)
     def create_blob(self, name):
         """The visible blob ``name`` (possibly a parent's), else a new local blob.
@@ -261,25 +262,24 @@ cdef class Workspace:
         """
         return self.c_create_blob(_name(name))
 
+    @cython.critical_section
     @cython.always_allow_keywords(False)
     def create_local_blob(self, name):
         """A local blob ``name``, hiding any parent or forwarded blob of that name."""
         return self.c_create_local_blob(_name(name))
 
+    @cython.critical_section
     def feed_blob(self, name, value):
         """``create_blob(name).set(value)``; returns the blob."""
-        cdef str key = _name(name)
-        if isinstance(value, Blob):
-            raise TypeError("a Blob cannot hold another Blob; feed its value instead")
-        cdef Blob blob = self.c_create_blob(key)
-        blob.c_set(value)
-        return blob
+        return _feed(self, _name(name), value)
 
+    @cython.critical_section
     def __setitem__(self, name, value):
-        self.feed_blob(name, value)
+        _feed(self, _name(name), value)
 
     # -- removal and renaming ------------------------------------------------
 
+    @cython.critical_section
     @cython.always_allow_keywords(False)
     def remove_blob(self, name):
         """Remove a local blob; True if one was removed. Forwards and parents are untouched."""
@@ -292,6 +292,7 @@ cdef class Workspace:
         _bump_epoch()
         return True
 
+    @cython.critical_section
     def __delitem__(self, name):
         cdef str key = _name(name)
         if key not in self._blobs:
@@ -299,6 +300,7 @@ cdef class Workspace:
         removed = self._blobs.pop(key)
         _bump_epoch()
 
+    @cython.critical_section
     def rename_blob(self, old, new):
         """Give the local blob ``old`` the name ``new``; returns the same Blob.
 
@@ -405,6 +407,7 @@ cdef class Workspace:
             _bump_epoch()
         return 0
 
+    @cython.critical_section
     def add_blob_mapping(self, parent, bindings, skip_defined_blobs=False):
         """Forward inner names to blobs of ``parent`` (Caffe2 ``AddBlobMapping``), atomically.
 
@@ -466,6 +469,7 @@ cdef class Workspace:
     cdef Workspace c_new_child(self, dict bindings):
         return _new_bound(type(self), self, bindings)
 
+    @cython.critical_section
     def copy_forwarded_tensors(self, names):
         """Turn forwarded tensors into local deep copies (Caffe2 ``CopyForwardedTensors``).
 
@@ -481,19 +485,31 @@ cdef class Workspace:
         BlobNotFoundError
             A forwarded parent blob no longer exists.
         """
-        cdef list wanted
-        if isinstance(names, str):
-            wanted = [c_check_name(names)]
-        else:
-            try:
-                wanted = [c_check_name(n) for n in names]
-            except TypeError as exc:
-                if not hasattr(names, "__iter__"):
-                    raise TypeError(f"names must be an iterable of blob names, "
-                                    f"not {type(names).__name__}") from None
-                raise
-        while not _try_copy_forwarded(self, list(dict.fromkeys(wanted))):
-            pass   # another thread changed a forward while we copied: copy again
+        _copy_forwarded(self, names)
+
+
+cdef int _copy_forwarded(Workspace ws, object names) except -1:
+    cdef list wanted
+    if isinstance(names, str):
+        wanted = [c_check_name(names)]
+    else:
+        try:
+            iterator = iter(names)
+        except TypeError:
+            raise TypeError(f"names must be an iterable of blob names, "
+                            f"not {type(names).__name__}") from None
+        wanted = [c_check_name(n) for n in iterator]
+    while not _try_copy_forwarded(ws, list(dict.fromkeys(wanted))):
+        pass   # another thread changed a forward while we copied: copy again
+    return 0
+
+
+cdef Blob _feed(Workspace ws, str key, object value):
+    if isinstance(value, Blob):
+        raise TypeError("a Blob cannot hold another Blob; feed its value instead")
+    cdef Blob blob = ws.c_create_blob(key)
+    blob.c_set(value)
+    return blob
 
 
 cdef inline Blob _find(Workspace ws, str name):
