@@ -1,0 +1,114 @@
+"""The scopeops command: demo (the main job), bench and inspect."""
+
+import importlib.metadata
+import io
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import scopeops as so
+from scopeops import cli
+from scopeops.demo import DemoConfig, run_demo
+
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(so.__file__))
+
+
+def _run(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT}
+    return subprocess.run([sys.executable, "-m", "scopeops", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_python_dash_m_scopeops_prints_help_with_the_three_commands():
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("demo", "bench", "inspect"):
+        assert command in result.stdout
+
+
+def test_the_console_script_is_declared_and_resolves_to_cli_main():
+    scripts = [ep for ep in importlib.metadata.entry_points(group="console_scripts")
+               if ep.name == "scopeops"]
+    if scripts:
+        assert scripts[0].load() is cli.main
+    else:  # an in-place build: the declaration is in pyproject.toml
+        pyproject = pathlib.Path(PACKAGE_PARENT, "pyproject.toml").read_text()
+        assert re.search(r'^scopeops = "scopeops\.cli:main"$', pyproject, re.M)
+
+
+def test_no_command_is_a_usage_error():
+    result = _run()
+    assert result.returncode == 2
+    assert "usage" in result.stderr
+
+
+def test_demo_trains_writes_a_plot_and_a_picture_and_reports_quality(tmp_path):
+    out = io.StringIO()
+    result = run_demo(DemoConfig(steps=150, seed=3, out=str(tmp_path / "demo")), out=out,
+                      err=io.StringIO())
+    assert result.losses[-1] < result.losses[0] / 5          # the loss falls
+    assert result.r2_after > result.r2_before and result.r2_after > 0.5
+    assert "held-out R^2 after training" in out.getvalue()
+    assert (tmp_path / "demo" / "workspace_tree.txt").read_text().startswith("root")
+    if result.plot is not None:
+        assert (tmp_path / "demo" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert 'pip install "scopeops[demo]"' in out.getvalue()
+    if result.picture is not None:
+        assert b"<svg" in (tmp_path / "demo" / "workspace.svg").read_bytes()
+    else:
+        assert "Graphviz" in out.getvalue()
+
+
+def test_demo_is_reproducible_with_a_seed(tmp_path):
+    runs = [run_demo(DemoConfig(steps=20, seed=7, out=str(tmp_path / f"d{i}")),
+                     out=io.StringIO(), err=io.StringIO()).losses for i in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_demo_command_line_options_reach_the_pipeline(tmp_path):
+    result = _run("demo", "--steps", "12", "--seed", "1", "--out", "results", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "12/12" in result.stderr                        # the progress bar's last state
+    assert (tmp_path / "results" / "workspace_tree.txt").exists()
+
+
+def test_demo_refuses_micro_batches_that_do_not_divide_the_batch(tmp_path):
+    result = _run("demo", "--steps", "1", "--micro-batches", "5", "--out", "r", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "micro_batches" in result.stderr
+
+
+def test_bench_prints_the_ratio_table_for_selected_cases():
+    result = _run("bench", "--quick", "--only", "C4")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^C4 .*yes", result.stdout, re.M)
+
+
+def test_inspect_shows_a_checkpoint_as_a_tree(tmp_path):
+    ws = so.Workspace()
+    ws.feed_blob("weights", np.zeros((3, 4), np.float32))
+    ws.feed_blob("name", "run-1")
+    so.save_workspace(ws, tmp_path / "ckpt.scopeops")
+    result = _run("inspect", str(tmp_path / "ckpt.scopeops"))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"weights: tensor float32 shape \(3, 4\), 48 bytes", result.stdout)
+    assert "name: str" in result.stdout
+
+
+def test_inspect_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    result = _run("inspect", str(tmp_path / "notes.txt"))
+    assert result.returncode == 1
+    assert "scopeops inspect:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_inspect_reports_a_missing_file_without_a_traceback(tmp_path):
+    result = _run("inspect", str(tmp_path / "absent"))
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
