@@ -57,6 +57,8 @@ _TOOLKIT = {
     "global_variables": "scopeops.variables",
     "reset_variables": "scopeops.variables",
     "accumulate": "scopeops.accumulation",
+    "accumulate_microbatches": "scopeops.accumulation",
+    "cast_to_float16": "scopeops.memory",
     "memory_report": "scopeops.memory",
     "save_workspace": "scopeops.checkpoint",
     "load_workspace": "scopeops.checkpoint",

@@ -16,6 +16,7 @@ from scopeops._workspace cimport (
     Workspace, c_check_parent, c_normalize_bindings, c_reusable_unbound,
 )
 from scopeops._types import register_known_type
+from scopeops._workspace import deep_nbytes
 from scopeops.errors import BindingError, StackError
 
 
@@ -276,12 +277,9 @@ cdef class WorkspaceStack:
 
     @property
     def nbytes(self):
-        """Bytes held by every allocated workspace (dormant ones included)."""
-        cdef Py_ssize_t i
-        total = 0
-        for i in range(self._count):
-            total += (<Workspace>self._slots[i]).nbytes
-        return total
+        """Bytes held by every allocated workspace (dormant ones included), each
+        workspace and stack counted once."""
+        return deep_nbytes([self])
 
 
 cdef int _check_bindings_match(dict bindings, dict test_bindings) except -1:

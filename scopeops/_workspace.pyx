@@ -40,6 +40,39 @@ cdef unsigned long long c_structure_epoch() noexcept nogil:
     return _epoch
 
 
+def deep_nbytes(roots):
+    """Bytes held by ``roots`` (workspaces and stacks) and everything they hold.
+
+    One iterative walk: a workspace or stack met again (a cycle, or a stack held
+    in two blobs) is counted once, and no depth of nesting recurses.
+    """
+    cdef Py_ssize_t total = 0
+    cdef set seen = set()
+    cdef list work = list(roots)
+    cdef Workspace ws
+    cdef Blob blob
+    while work:
+        obj = work.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Workspace):
+            ws = <Workspace>obj
+            for value in ws._blobs.values():
+                blob = <Blob>value
+                if isinstance(blob._value, Workspace) or (
+                        blob._meta is not None and blob._meta.name == "WorkspaceStack"):
+                    work.append(blob._value)
+                else:
+                    total += blob.nbytes
+            if ws._spare_buffers:
+                for buffer in ws._spare_buffers.values():
+                    total += buffer.nbytes
+        else:   # a WorkspaceStack: its allocated workspaces, dormant ones included
+            work.extend(obj.workspaces())
+    return total
+
+
 def structure_epoch():
     """A counter that moves whenever any name's resolution may have changed."""
     return _epoch
@@ -366,14 +399,9 @@ cdef class Workspace:
 
     @property
     def nbytes(self):
-        """Bytes held by local blobs (and snapshot buffers kept for reuse)."""
-        cdef Py_ssize_t total = 0
-        for blob in self._blobs.values():
-            total += (<Blob>blob).nbytes
-        if self._spare_buffers:
-            for buffer in self._spare_buffers.values():
-                total += buffer.nbytes
-        return total
+        """Bytes held by local blobs (and snapshot buffers kept for reuse), following
+        workspaces and stacks held in blobs; each is counted once, cycles included."""
+        return deep_nbytes([self])
 
     # -- bindings ------------------------------------------------------------
 

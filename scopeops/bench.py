@@ -816,7 +816,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load_layer_cases() -> None:
     # The operator layer's cases live beside it; loading them registers them here.
+    import scopeops.bench_accumulate  # noqa: F401
     import scopeops.bench_ops  # noqa: F401
+    import scopeops.bench_scopes  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -838,3 +838,18 @@ print("FREED_OK", flush=True)
     )
     assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
     assert "FREED_OK" in result.stdout
+
+
+def test_nbytes_of_a_stack_held_in_a_blob_of_its_own_child_counts_each_once():
+    # A cycle through a scope blob used to recurse without end and crash.
+    parent = so.Workspace()
+    parent.feed_blob("x", np.zeros(10, np.float64))
+    stack = so.WorkspaceStack()
+    child = stack.push_forward_workspace(parent)
+    child.feed_blob("own_stack", stack)
+    child.feed_blob("data", np.zeros(4, np.float32))
+    assert stack.nbytes == 16
+    assert child.nbytes == 16
+    parent.feed_blob("scope", stack)
+    parent.feed_blob("scope_again", stack)       # held twice: still counted once
+    assert parent.nbytes == 80 + 16

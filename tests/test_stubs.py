@@ -11,7 +11,7 @@ import pytest
 import scopeops
 
 PACKAGE_DIR = os.path.dirname(scopeops.__file__)
-COMPILED = ["_types", "_blob", "_workspace", "_stack", "_benchsupport"]
+COMPILED = ["_types", "_blob", "_workspace", "_stack", "_benchsupport", "_accumulate"]
 
 
 @pytest.mark.parametrize("module", COMPILED)
