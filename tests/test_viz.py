@@ -1,0 +1,501 @@
+"""Pictures: text trees and Graphviz DOT of workspaces, stacks and nets, and rendering
+(or the clear error when Graphviz's dot is missing)."""
+
+import os
+import re
+import shutil
+import stat
+import sys
+
+import numpy as np
+import pytest
+
+import scopeops as so
+import scopeops.ops.math  # noqa: F401 - registers Mul, Add, Sub, LT, Copy
+from scopeops import viz
+from scopeops.control import add_if, add_while
+
+DOT_INSTALLED = shutil.which("dot") is not None
+
+
+# -- scenes -----------------------------------------------------------------------------
+
+
+def workspace_scene():
+    """root (shared: base) with a tensor, a scalar and a str, and a stack in blob 'scope'
+    whose level 0 (top) forwards x -> w and level 1 is dormant."""
+    base = so.Workspace()
+    base["vocab"] = b"abc"
+    root = so.Workspace(shared=base)
+    root["w"] = np.zeros((2, 3), np.float32)
+    root["lr"] = np.float32(0.1)
+    root["note"] = "hello"
+    stack = so.WorkspaceStack()
+    root["scope"] = stack
+    level0 = stack.push_forward_workspace(root, {"x": "w"})
+    level0["y"] = np.ones(4)
+    stack.push_forward_workspace(root, {"x": "w"})
+    stack.pop_gradient_workspace(root, {"x": "w"})
+    return root, stack
+
+
+def control_net():
+    net = so.Net("main")
+    net.add_external_inputs("x", "w", "c", "i", "n", "one", "y")
+    then_net = so.Net("then_branch")
+    then_net.Mul(["x", "w"], ["tmp"])
+    then_net.Add(["tmp", "x"], ["y"])
+    else_net = so.Net("else_branch")
+    else_net.Sub(["x", "w"], ["y"])
+    add_if(net, "c", then_net, else_net)
+    body = so.Net("body")
+    body.Mul(["y", "w"], ["prod"])
+    body.Copy(["prod"], ["y"])
+    body.Add(["i", "one"], ["i"])
+    cond = so.Net("cond")
+    cond.LT(["i", "n"], ["go"])
+    add_while(net, "go", body, cond)
+    return net
+
+
+def indent_of(line):
+    return len(re.match(r"^[│ ├└─]*", line).group(0))
+
+
+def line_with(text, fragment):
+    matches = [line for line in text.splitlines() if fragment in line]
+    assert matches, f"no line with {fragment!r} in:\n{text}"
+    return matches[0]
+
+
+# -- a small DOT checker (the grammar subset to_dot writes) ---------------------------------
+
+
+_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<id>[A-Za-z_][A-Za-z_0-9]*)'
+                    r'|(?P<op>->|[{}\[\]=;,]))')
+
+
+def tokens_of(source):
+    position, out = 0, []
+    source = source.rstrip()
+    while position < len(source):
+        match = _TOKEN.match(source, position)
+        assert match, f"DOT syntax error at {source[position:position + 40]!r}"
+        out.append(match.group(match.lastgroup))
+        position = match.end()
+    return out
+
+
+def check_dot(source):
+    """Parse ``source``; return (declared node ids, edges). Every edge end must be declared."""
+    toks = tokens_of(source)
+    nodes, edges = set(), []
+    pos = 0
+
+    def take(expected=None):
+        nonlocal pos
+        tok = toks[pos]
+        if expected is not None:
+            assert tok == expected, f"expected {expected!r}, got {tok!r} at token {pos}"
+        pos += 1
+        return tok
+
+    def ident():
+        tok = take()
+        assert tok.startswith('"') or re.fullmatch(r"[A-Za-z_]\w*", tok), tok
+        return tok
+
+    def attrs():
+        take("[")
+        while toks[pos] != "]":
+            ident()
+            take("=")
+            ident()
+            if toks[pos] in (",", ";"):
+                take()
+        take("]")
+
+    def statements():
+        while toks[pos] != "}":
+            if toks[pos] == "subgraph":
+                take()
+                ident()
+                take("{")
+                statements()
+                take("}")
+            elif toks[pos] in ("graph", "node", "edge"):
+                take()
+                attrs()
+            else:
+                first = ident()
+                if toks[pos] == "=":
+                    take()
+                    ident()
+                elif toks[pos] == "->":
+                    chain = [first]
+                    while toks[pos] == "->":
+                        take()
+                        chain.append(ident())
+                    edges.extend(zip(chain, chain[1:]))
+                    if toks[pos] == "[":
+                        attrs()
+                else:
+                    nodes.add(first)
+                    if toks[pos] == "[":
+                        attrs()
+            if toks[pos] == ";":
+                take()
+
+    take("digraph")
+    ident()
+    take("{")
+    statements()
+    take("}")
+    assert pos == len(toks), "tokens after the closing brace"
+    for tail, head in edges:
+        assert tail in nodes and head in nodes, f"edge {tail} -> {head} to an undeclared node"
+    return nodes, edges
+
+
+def labels_of(source):
+    return [m.group(1) for m in re.finditer(r'label="((?:[^"\\]|\\.)*)"', source)]
+
+
+# -- text trees: workspaces -----------------------------------------------------------------
+
+
+def test_workspace_tree_has_one_line_per_blob_with_type_dtype_shape_and_bytes():
+    root, _ = workspace_scene()
+    text = viz.tree(root)
+    assert line_with(text, "w: ").endswith("w: Tensor float32 (2, 3), 24 bytes")
+    assert line_with(text, "lr: ").endswith("lr: numpy scalar float32 (), 4 bytes")
+    assert re.search(r"note: str, \d+ bytes$", line_with(text, "note: "))
+    assert line_with(text, "vocab: ").endswith("vocab: bytes, 3 bytes")
+
+
+def test_workspace_tree_shows_the_shared_chain_as_following_sections():
+    root, _ = workspace_scene()
+    lines = viz.tree(root).splitlines()
+    assert lines[0].startswith("root: Workspace, 4 local blobs, shared: root.shared")
+    shared = line_with("\n".join(lines), "root.shared: Workspace")
+    assert indent_of(shared) == 0
+    assert lines.index(shared) < lines.index(line_with("\n".join(lines), "vocab"))
+
+
+def test_workspace_tree_shows_each_forward_as_inner_to_outer():
+    root, _ = workspace_scene()
+    text = viz.tree(root)
+    forwards = [line for line in text.splitlines() if "x -> w (in root)" in line]
+    assert len(forwards) == 2                       # the top level and the dormant one
+    assert all(line.endswith("Tensor float32 (2, 3), 24 bytes") for line in forwards)
+
+
+def test_workspace_tree_opens_a_stack_held_in_a_blob_with_top_and_dormant_marked():
+    root, _ = workspace_scene()
+    text = viz.tree(root)
+    scope = line_with(text, "scope: WorkspaceStack")
+    assert "depth 1 of capacity 2" in scope
+    top = line_with(text, "root/scope[0]: Workspace (top)")
+    dormant = line_with(text, "root/scope[1]: Workspace (dormant)")
+    assert indent_of(top) == indent_of(dormant) > indent_of(scope)
+    assert indent_of(line_with(text, "y: Tensor float64 (4,)")) > indent_of(top)
+
+
+def test_a_dangling_forward_is_shown_as_dangling():
+    parent = so.Workspace()
+    parent["w"] = 1
+    child = so.Workspace.from_bindings(parent, {"x": "w"})
+    parent.remove_blob("w")
+    assert "x -> w (in undrawn workspace #1)" in viz.tree(child)
+    assert "dangling" in line_with(viz.tree(child), "x -> w")
+
+
+def test_a_forward_hidden_by_a_local_blob_says_so():
+    parent = so.Workspace()
+    parent["w"] = 1
+    child = so.Workspace.from_bindings(parent, {"x": "w"})
+    child.create_local_blob("x").set(2)
+    assert "hidden by the local blob x" in line_with(viz.tree(child), "x -> w")
+
+
+def test_an_empty_blob_is_shown_as_empty():
+    ws = so.Workspace()
+    ws.create_blob("later")
+    assert viz.tree(ws).splitlines()[1].endswith("later: empty")
+
+
+def test_unprintable_names_stay_on_one_line():
+    ws = so.Workspace()
+    ws["two\nlines"] = 1
+    ws["tab\there"] = 2
+    text = viz.tree(ws)
+    assert len(text.splitlines()) == 3
+    assert "two\\nlines: int" in text and "tab\\there: int" in text
+
+
+def test_a_stack_reached_twice_is_drawn_once():
+    root, stack = workspace_scene()
+    root["alias"] = stack
+    text = viz.tree(root)
+    assert text.count("root/scope[0]:") == 1
+    assert "the stack root/scope (shown above)" in text
+
+
+def test_a_stack_holding_its_own_workspace_terminates():
+    root = so.Workspace()
+    stack = so.WorkspaceStack()
+    root["scope"] = stack
+    level = stack.push_forward_workspace(root)
+    level["again"] = stack                 # the level's blob holds the stack it sits on
+    text = viz.tree(root)
+    assert "the stack root/scope (shown above)" in text
+    check_dot(viz.to_dot(root))
+
+
+def test_a_long_shared_chain_draws_without_recursion():
+    ws = so.Workspace()
+    ws["bottom"] = 0
+    chain = 3 * sys.getrecursionlimit()
+    for level in range(chain):
+        ws = so.Workspace(shared=ws)
+    text = viz.tree(ws)
+    assert text.rstrip().endswith("bottom: int, 28 bytes")
+    assert f"root.shared({chain}): Workspace, 1 local blob" in text
+    assert "root.shared(2): Workspace" in text and "root.shared: Workspace" in text
+    source = viz.to_dot(ws)
+    assert len(source) < 300 * chain and len(text) < 100 * chain     # labels do not grow
+    check_dot(source)
+
+
+def test_a_workspace_pushed_on_a_stack_can_be_drawn_alone():
+    root, stack = workspace_scene()
+    text = viz.tree(stack.top)
+    assert text.startswith("root: Workspace, 1 local blob, 1 forward")
+    assert "x -> w (in undrawn workspace #1)" in text
+
+
+# -- text trees: stacks ---------------------------------------------------------------------
+
+
+def test_stack_tree_marks_the_top_and_the_dormant_workspaces():
+    root = so.Workspace()
+    root["w"] = 1
+    stack = so.WorkspaceStack()
+    for _ in range(3):
+        stack.push_forward_workspace(root, {"x": "w"})
+    stack.pop_gradient_workspace(root, {"x": "w"})
+    stack.pop_gradient_workspace(root, {"x": "w"})
+    lines = viz.tree(stack).splitlines()
+    assert lines[0] == "stack: WorkspaceStack, depth 1 of capacity 3"
+    levels = [line for line in lines if "stack[" in line]
+    assert [line.split("── ")[1].split(",")[0] for line in levels] == [
+        "stack[0]: Workspace (top)", "stack[1]: Workspace (dormant)",
+        "stack[2]: Workspace (dormant)"]
+
+
+def test_an_empty_stack_has_a_title_only():
+    assert viz.tree(so.WorkspaceStack()) == "stack: WorkspaceStack, depth 0 of capacity 0"
+
+
+def test_a_full_stack_marks_only_its_last_workspace_top():
+    root = so.Workspace()
+    stack = so.WorkspaceStack()
+    stack.push_forward_workspace(root)
+    stack.push_forward_workspace(root)
+    text = viz.tree(stack)
+    assert "stack[0]: Workspace, " in text and "stack[1]: Workspace (top)" in text
+    assert "dormant" not in text
+
+
+# -- text trees: nets -------------------------------------------------------------------
+
+
+def test_net_tree_lists_ops_with_inputs_and_outputs():
+    net = so.Net("simple")
+    net.Mul(["a", "b"], ["c"], name="scale")
+    lines = viz.tree(net).splitlines()
+    assert lines == ["net simple: 1 op", "└── #0 Mul 'scale' (a, b) -> (c)"]
+
+
+def test_net_tree_nests_the_subnets_of_if_while_and_do():
+    text = viz.tree(control_net())
+    if_op = line_with(text, "If (c")
+    then_net = line_with(text, "then_net: net main/do_then_net")
+    then_do = line_with(text, "Do (x, w, main/workspace_if_then)")
+    then_body = line_with(text, "net: net then_branch: 2 ops")
+    mul = line_with(text, "#0 Mul (x, w) -> (tmp)")
+    assert indent_of(if_op) < indent_of(then_net) < indent_of(then_do) < indent_of(then_body) \
+        < indent_of(mul)
+    assert indent_of(line_with(text, "else_net: net main/do_else_net")) == indent_of(then_net)
+    while_op = line_with(text, "While (go")
+    loop_net = line_with(text, "loop_net: net main/do_loop_body_net")
+    cond_net = line_with(text, "cond_net: net main/do_loop_condition_net")
+    assert indent_of(while_op) < indent_of(loop_net) == indent_of(cond_net)
+    assert indent_of(line_with(text, "#0 LT (i, n) -> (go)")) > indent_of(cond_net)
+    assert "copy_external_blobs=True" in line_with(text, "Do (y, w, i, one")
+
+
+def test_net_netdef_and_built_net_draw_the_same():
+    net = control_net()
+    ws = so.Workspace()
+    for name in ("x", "w", "i", "n", "one", "y"):
+        ws[name] = np.ones(2)
+    ws["c"] = np.array([True])
+    executor = ws.create_net(net)
+    assert viz.tree(net) == viz.tree(net.netdef) == viz.tree(executor)
+
+
+def test_a_net_containing_itself_terminates():
+    netdef = so.NetDef(name="loop", ops=[so.create_operator("Do", ["s"], ["s"])])
+    netdef.ops[0].args["net"] = netdef
+    assert "contains itself" in viz.tree(netdef)
+    check_dot(viz.to_dot(netdef))
+
+
+def test_gradient_ops_are_marked():
+    netdef = so.NetDef(name="g", ops=[so.create_operator("Copy", ["a"], ["b"],
+                                                         is_gradient_op=True)])
+    assert line_with(viz.tree(netdef), "Copy").endswith("[gradient]")
+
+
+def test_anything_else_is_a_type_error():
+    with pytest.raises(TypeError, match="draws a Workspace, a WorkspaceStack, a Net"):
+        viz.tree({"a": 1})
+    with pytest.raises(TypeError):
+        viz.to_dot(42)
+
+
+# -- DOT ------------------------------------------------------------------------------------
+
+
+def test_workspace_dot_is_valid_with_clusters_forwards_and_shared_edges():
+    root, _ = workspace_scene()
+    source = viz.to_dot(root)
+    nodes, edges = check_dot(source)
+    labels = labels_of(source)
+    for cluster in ("root", "root.shared", "root/scope[0] (top)", "root/scope[1] (dormant)"):
+        assert cluster in labels
+    assert "w\\nTensor float32 (2, 3), 24 bytes" in labels
+    assert "x -> w\\nTensor float32 (2, 3), 24 bytes" in labels
+    assert labels.count("forward") == 2 and labels.count("shared") == 1
+    assert "[0] top" in labels and "[1] dormant" in labels
+    w_node = re.search(r'"(n\d+)" \[label="w\\n', source).group(1)
+    assert sum(1 for _, head in edges if head == f'"{w_node}"') == 2   # both forwards
+
+
+def test_dormant_workspaces_are_drawn_dashed_and_grey():
+    root, _ = workspace_scene()
+    source = viz.to_dot(root)
+    dormant = source[source.index('label="root/scope[1] (dormant)"'):]
+    assert dormant.index('style="dashed"') < dormant.index("}")
+    assert 'color="gray50"' in dormant[:dormant.index("}")]
+
+
+def test_stack_dot_is_valid():
+    _, stack = workspace_scene()
+    source = viz.to_dot(stack)
+    check_dot(source)
+    assert "stack: WorkspaceStack, depth 1 of capacity 2" in labels_of(source)
+
+
+def test_net_dot_is_valid_with_nested_clusters_for_subnets():
+    source = viz.to_dot(control_net())
+    check_dot(source)
+    labels = labels_of(source)
+    for name in ("net main", "net main/do_then_net", "net then_branch", "net else_branch",
+                 "net body", "net cond"):
+        assert name in labels
+    for arg in ("then_net", "else_net", "loop_net", "cond_net", "net"):
+        assert arg in labels
+    # then_branch's cluster sits inside do_then_net's, which sits inside main's.
+    opened = [m.group(0) for m in re.finditer(r'subgraph|label="net [^"]*"|^\s*}', source,
+                                              re.MULTILINE)]
+    assert opened.index('label="net main/do_then_net"') < opened.index('label="net then_branch"')
+
+
+def test_dot_labels_escape_quotes_backslashes_and_newlines():
+    ws = so.Workspace()
+    ws['say "hi" \\ back\nslash'] = 1
+    source = viz.to_dot(ws)
+    check_dot(source)
+    assert 'say \\"hi\\" \\\\ back\\\\nslash\\nint, 28 bytes' in source
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def test_render_writes_svg_and_png_or_explains_how_to_install_graphviz(tmp_path):
+    root, _ = workspace_scene()
+    if not DOT_INSTALLED:
+        with pytest.raises(viz.GraphvizNotFoundError, match="apt-get install graphviz"):
+            viz.render(root, tmp_path / "root.svg")
+        assert list(tmp_path.iterdir()) == []
+        return
+    assert viz.render(root, tmp_path / "root.svg") == str(tmp_path / "root.svg")
+    svg = (tmp_path / "root.svg").read_text()
+    assert "<svg" in svg and "root/scope[1] (dormant)" in svg
+    viz.render(control_net(), tmp_path / "net.PNG")
+    assert (tmp_path / "net.PNG").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.PNG", "root.svg"]
+
+
+def test_render_without_dot_raises_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(viz.GraphvizNotFoundError) as info:
+        viz.render(so.Workspace(), tmp_path / "ws.svg")
+    message = str(info.value)
+    for hint in ("apt-get install graphviz", "brew install graphviz", "pip", "dot -V",
+                 "tree()"):
+        assert hint in message
+    assert isinstance(info.value, so.ScopeError) and isinstance(info.value, viz.GraphvizError)
+    assert not (tmp_path / "ws.svg").exists()
+
+
+def test_render_without_dot_is_also_caught_when_which_finds_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    with pytest.raises(viz.GraphvizNotFoundError, match="brew install graphviz"):
+        viz.render(so.Workspace(), tmp_path / "ws.png")
+
+
+@pytest.mark.parametrize("name", ["ws.pdf", "ws.dot", "ws", "ws.svg.txt"])
+def test_an_unknown_extension_is_a_value_error_even_without_dot(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match=r"\.svg or \.png"):
+        viz.render(so.Workspace(), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def fake_dot(tmp_path, script):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    dot = bin_dir / "dot"
+    dot.write_text("#!/bin/sh\n" + script)
+    dot.chmod(dot.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(bin_dir) + os.pathsep + os.environ.get("PATH", "")   # found before a real dot
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the fake dot is a shell script")
+def test_a_failing_dot_raises_graphviz_error_and_leaves_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, "echo 'syntax error in line 1' >&2\nexit 3\n"))
+    target = tmp_path / "ws.svg"
+    target.write_text("old picture")
+    with pytest.raises(viz.GraphvizError, match="exit status 3.*syntax error in line 1"):
+        viz.render(so.Workspace(), target)
+    assert target.read_text() == "old picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "ws.svg"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the fake dot is a shell script")
+def test_a_dot_that_hangs_is_stopped_by_the_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, "exec sleep 30\n"))
+    with pytest.raises(viz.GraphvizError, match="within 0.3 s"):
+        viz.render(so.Workspace(), tmp_path / "ws.svg", timeout=0.3)
+    assert not (tmp_path / "ws.svg").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the fake dot is a shell script")
+def test_render_hands_dot_the_to_dot_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", fake_dot(tmp_path, 'echo "format $1"\ncat\n'))
+    root, _ = workspace_scene()
+    viz.render(root, tmp_path / "ws.png")
+    assert (tmp_path / "ws.png").read_text() == "format -Tpng\n" + viz.to_dot(root)
