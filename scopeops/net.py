@@ -17,6 +17,7 @@ import numpy as np
 
 from scopeops._workspace import structure_epoch
 from scopeops.errors import OperatorError, ScopeError
+from scopeops.names import DEVICE_SCOPE, NAME_SCOPE, BlobReference, DeviceOption
 from scopeops.ops.base import lookup, registered_operators
 
 __all__ = ["OperatorDef", "NetDef", "Net", "NetExecutor", "create_operator", "as_netdef"]
@@ -129,7 +130,6 @@ class OperatorDef:
             raise TypeError("OperatorDef args must be a dict")
         device = d.get("device_option")
         if isinstance(device, dict):
-            from scopeops.scope import DeviceOption
             device = DeviceOption.from_dict(device)
         return cls(type=d["type"], inputs=list(d.get("inputs", [])),
                    outputs=list(d.get("outputs", [])), name=d.get("name", ""),
@@ -210,29 +210,31 @@ def create_operator(type: str, inputs: Any, outputs: Any, name: str = "",
     Only checks that ``type`` is registered (unknown types raise
     :class:`OperatorError` listing close matches); everything else is checked
     when the operator is built in a workspace. ``is_gradient_op`` and
-    ``device_option`` are taken from ``args`` when given.
+    ``device_option`` are taken from ``args`` when given; otherwise the op
+    records the current DeviceScope. Names are taken as they are: only the
+    :class:`Net` builder applies name scopes.
     """
     lookup(type)
     is_gradient_op = bool(args.pop("is_gradient_op", False))
     device_option = args.pop("device_option", None)
     if device_option is None:
-        device_option = _current_device()
+        device_option = DEVICE_SCOPE.get()
     return OperatorDef(type=type, inputs=_names(inputs, "inputs"),
                        outputs=_names(outputs, "outputs"), name=name, args=args,
                        is_gradient_op=is_gradient_op, device_option=device_option)
 
 
-def _current_device() -> Any:
-    # The toolkit's device scope, when it is loaded (it sits above this layer).
-    import sys
-    scope = sys.modules.get("scopeops.scope")
-    return scope.current_device_scope() if scope is not None else None
+def _scoped(names: list[str]) -> list[str]:
+    """Plain names prefixed with the current name scope; BlobReferences kept as they are."""
+    prefix = NAME_SCOPE.get()
+    return [str(n) if isinstance(n, BlobReference) else prefix + n for n in names]
 
 
-def _scoped(name: str) -> str:
-    import sys
-    scope = sys.modules.get("scopeops.scope")
-    return scope.scoped_name(name) if scope is not None else name
+def _references(names: list[str]) -> Any:
+    """Builder results: one BlobReference, or a tuple of them."""
+    if len(names) == 1:
+        return BlobReference(names[0])
+    return tuple(BlobReference(n) for n in names)
 
 
 class Net:
@@ -240,8 +242,10 @@ class Net:
 
     ``net.add_op(type, inputs, outputs, **args)``, or the sugar
     ``net.<Type>(inputs, outputs, **args)`` for every registered type. ``outputs``
-    may be an int to let the net name them. Returns the output name, or a tuple
-    of them for several.
+    may be an int to let the net name them (``<net>/<Type>_<n>``). Plain ``str``
+    names are prefixed with the current name scope when the op is added;
+    :class:`BlobReference` names are already fully scoped and kept as they are.
+    Returns the output as a BlobReference, or a tuple of them for several.
     """
 
     _counter = itertools.count()
@@ -264,45 +268,34 @@ class Net:
     def ops(self) -> list[OperatorDef]:
         return self._netdef.ops
 
-    def _scope_names(self, names: Any, what: str) -> list[str]:
-        from_user = _names(names, what)
-        return [_scoped(n) for n in from_user]
-
     def add_op(self, type: str, inputs: Any, outputs: Any = 1, name: str = "",
                **args: Any) -> Any:
-        """Append an operator; returns its output name (or a tuple of names)."""
+        """Append an operator; returns its output BlobReference (or a tuple of them)."""
         lookup(type)
         if isinstance(outputs, int) and not isinstance(outputs, bool):
             if outputs < 0:
                 raise ValueError("the number of outputs must be >= 0")
             outputs = [f"{self.name}/{type}_{next(self._auto)}" for _ in range(outputs)]
-        op = create_operator(type, self._scope_names(inputs, "inputs"),
-                             self._scope_names(outputs, "outputs"), name=name, **args)
+        op = create_operator(type, _scoped(_names(inputs, "inputs")),
+                             _scoped(_names(outputs, "outputs")), name=name, **args)
         self._netdef.ops.append(op)
-        return self._wrap_outputs(op.outputs)
-
-    def _wrap_outputs(self, names: list[str]) -> Any:
-        import sys
-        scope = sys.modules.get("scopeops.scope")
-        if scope is not None:
-            names = [scope.BlobReference(n) for n in names]
-        if len(names) == 1:
-            return names[0]
-        return tuple(names)
+        return _references(op.outputs)
 
     def add_external_inputs(self, *names: str) -> Any:
-        scoped = self._scope_names(list(names), "external inputs")
+        """Declare external inputs (scoped like op names); returns their BlobReferences."""
+        scoped = _scoped(_names(list(names), "external inputs"))
         for n in scoped:
             if n not in self._netdef.external_inputs:
                 self._netdef.external_inputs.append(n)
-        return self._wrap_outputs(scoped) if scoped else ()
+        return _references(scoped) if scoped else ()
 
     def add_external_outputs(self, *names: str) -> Any:
-        scoped = self._scope_names(list(names), "external outputs")
+        """Declare external outputs (scoped like op names); returns their BlobReferences."""
+        scoped = _scoped(_names(list(names), "external outputs"))
         for n in scoped:
             if n not in self._netdef.external_outputs:
                 self._netdef.external_outputs.append(n)
-        return self._wrap_outputs(scoped) if scoped else ()
+        return _references(scoped) if scoped else ()
 
     def __getattr__(self, type_name: str) -> Any:
         if type_name.startswith("_") or type_name not in registered_operators():
