@@ -95,9 +95,13 @@ cdef class Blob:
         pass
 
     def __repr__(self):
-        what = "empty" if self._meta is None else self._meta.name
-        if self._is_tensor:
-            what = f"Tensor {self._value.dtype}{list(self._value.shape)}"
+        # One snapshot of the fields (C reads, no Python code in between): another
+        # thread may reset the blob while the string is being built.
+        cdef TypeMeta meta = self._meta
+        value = self._value
+        what = "empty" if meta is None else meta.name
+        if self._is_tensor and value is not None:
+            what = f"Tensor {value.dtype}{list(value.shape)}"
         return f"<Blob {self.name!r}: {what}>" if self.name is not None else f"<Blob: {what}>"
 
     @property
@@ -151,22 +155,26 @@ cdef class Blob:
     @property
     def nbytes(self):
         """Bytes held by the value: the buffer capacity for tensors."""
-        if self._meta is None:
+        # A snapshot first: reading the value's size may run Python code.
+        cdef TypeMeta meta = self._meta
+        value = self._value
+        cdef bint owns_buffer = self._buffer is not None
+        cdef Py_ssize_t capacity = self._capacity
+        cdef bint is_tensor = self._is_tensor
+        if meta is None:
             return 0
-        if self._buffer is not None:
-            return self._capacity
-        if self._is_tensor:
-            return self._value.nbytes
-        if isinstance(self._value, (bytes, bytearray)):
-            return len(self._value)
-        nbytes = getattr(type(self._value), "nbytes", None)
-        if nbytes is not None:
-            value = getattr(self._value, "nbytes")
-            if isinstance(value, int):
-                return value
-        return sys.getsizeof(self._value)
+        if owns_buffer:
+            return capacity
+        if is_tensor:
+            return value.nbytes
+        if isinstance(value, (bytes, bytearray)):
+            return len(value)
+        if getattr(type(value), "nbytes", None) is not None:
+            size = getattr(value, "nbytes")
+            if isinstance(size, int):
+                return size
+        return sys.getsizeof(value)
 
-    @cython.critical_section
     def tensor(self, shape, dtype):
         """The blob's tensor with this shape and dtype, reusing its buffer.
 

@@ -13,7 +13,8 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 
 from scopeops._types cimport TypeMeta
 from scopeops._workspace cimport (
-    Workspace, c_check_parent, c_normalize_bindings, c_reusable_unbound,
+    Workspace, c_check_parent, c_normalize_bindings, c_bound_blobs_visible,
+    c_reusable_unbound,
 )
 from scopeops._types import register_known_type
 from scopeops._workspace import deep_nbytes
@@ -145,7 +146,10 @@ cdef class WorkspaceStack:
                     if ws._n_bound == 0:
                         self._top = nxt
                         return ws
-                elif type(bindings) is dict and bindings == ws._bound:
+                elif type(bindings) is dict and bindings == ws._bound \
+                        and c_bound_blobs_visible(ws):
+                    # Same bindings, and every outer blob still there (as from_bindings
+                    # would check): nothing to rebind.
                     self._top = nxt
                     return ws
         return self.c_push(c_check_parent(parent), c_normalize_bindings(bindings))

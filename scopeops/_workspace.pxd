@@ -12,6 +12,7 @@ cdef class Workspace:
     cdef dict _bound            # inner -> outer, as last bound
     cdef Py_ssize_t _n_bound
     cdef bint _bound_exact      # every bound forward is in place and no local hides one
+    cdef unsigned long long _bound_checked_at   # epoch + 1 when the outer blobs were last seen
     cdef bint _initialised
     cdef dict _spare_buffers    # name -> byte buffer of a removed snapshot, for reuse
     cdef object __weakref__
@@ -28,6 +29,7 @@ cdef class Workspace:
 cdef str c_check_name(object name)
 cdef dict c_normalize_bindings(object bindings)
 cdef Workspace c_check_parent(object parent)
+cdef bint c_bound_blobs_visible(Workspace ws)
 # Bumped by every change that can alter what a name resolves to (local blobs
 # created, removed or renamed; forwardings added, removed or rebound), so that
 # callers may cache resolved blobs and drop the cache when it moves.

@@ -58,7 +58,8 @@ def deep_nbytes(roots):
         seen.add(id(obj))
         if isinstance(obj, Workspace):
             ws = <Workspace>obj
-            for value in ws._blobs.values():
+            # A snapshot: sizing a value may run Python code, and with it other threads.
+            for value in list(ws._blobs.values()):
                 blob = <Blob>value
                 if isinstance(blob._value, Workspace) or (
                         blob._meta is not None and blob._meta.name == "WorkspaceStack"):
@@ -66,7 +67,7 @@ def deep_nbytes(roots):
                 else:
                     total += blob.nbytes
             if ws._spare_buffers:
-                for buffer in ws._spare_buffers.values():
+                for buffer in list(ws._spare_buffers.values()):
                     total += buffer.nbytes
         else:   # a WorkspaceStack: its allocated workspaces, dormant ones included
             work.extend(obj.workspaces())
@@ -459,15 +460,15 @@ cdef class Workspace:
         the same parent and bindings the other forwardings stay (Caffe2), with
         different ones the forwardings become exactly the requested ones.
         """
-        if self._bound_parent is parent and self._bound_exact and \
-                (bindings is self._bound or bindings == self._bound):
-            return 0
         cdef str inner
         cdef str outer
         for inner, outer in bindings.items():
             if _find(parent, outer) is None:
                 raise BindingError(f"Invalid parent workspace blob: {outer} "
                                    f"(bound to inner name {inner})")
+        if self._bound_parent is parent and self._bound_exact and \
+                (bindings is self._bound or bindings == self._bound):
+            return 0
         same = self._bound_parent is parent and bindings == self._bound
         new_forwarded = dict(self._forwarded) if same else {}
         new_blobs = dict(self._blobs)
@@ -514,6 +515,19 @@ cdef class Workspace:
             A forwarded parent blob no longer exists.
         """
         _copy_forwarded(self, names)
+
+
+cdef bint c_bound_blobs_visible(Workspace ws):
+    """Does every outer blob ``ws`` is bound to still resolve in its bound parent?
+    Only a structural change can make one vanish, so a check stays good until
+    the structure epoch moves."""
+    if ws._bound_checked_at == _epoch + 1:
+        return True
+    for outer in ws._bound.values():
+        if _find(ws._bound_parent, <str>outer) is None:
+            return False
+    ws._bound_checked_at = _epoch + 1
+    return True
 
 
 cdef int _copy_forwarded(Workspace ws, object names) except -1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from scopeops.errors import OperatorError
+from scopeops.names import BlobReference, scoped_name
 from scopeops.net import Net, NetDef, as_netdef
 
 __all__ = ["add_if", "add_while", "external_blobs"]
@@ -51,7 +52,14 @@ def _lexical_scope(net: Net, lexical_scope: Iterable[str] | None) -> list[str]:
     return names
 
 
+def _refs(names: Iterable[str]) -> list[str]:
+    """Names taken from built definitions are already scoped: never scope them again."""
+    return [BlobReference(n) for n in names]
+
+
 def _unique_blob(net: Net, base: str) -> str:
+    """A fresh scope-blob name (under the current name scope), as a BlobReference."""
+    base = scoped_name(base)
     netdef = as_netdef(net)
     used = set(netdef.external_inputs) | set(netdef.external_outputs)
     for op in netdef.ops:
@@ -61,7 +69,7 @@ def _unique_blob(net: Net, base: str) -> str:
     while name in used:
         k += 1
         name = f"{base}_{k}"
-    return name
+    return BlobReference(name)
 
 
 def _do_net(name: str, body: Any, inputs: list[str], outputs: list[str], scope_blob: str,
@@ -70,10 +78,10 @@ def _do_net(name: str, body: Any, inputs: list[str], outputs: list[str], scope_b
     ordered = inputs + outputs
     inner = list(dict.fromkeys(ordered))
     wrapper = Net(name)
-    wrapper.add_op("Do", inputs + [scope_blob], outputs + [scope_blob],
+    wrapper.add_op("Do", _refs(inputs + [scope_blob]), _refs(outputs + [scope_blob]),
                    net=as_netdef(body), inner_blobs=inner,
                    outer_blobs_idx=[ordered.index(n) for n in inner], **do_args)
-    wrapper.add_external_outputs(*(outputs + [scope_blob]))
+    wrapper.add_external_outputs(*_refs(outputs + [scope_blob]))
     return wrapper.netdef
 
 
@@ -94,6 +102,7 @@ def add_if(net: Net, cond: str, then_net: Any, else_net: Any = None,
     """
     if not isinstance(net, Net):
         raise TypeError(f"add_if builds into a Net, not {type(net).__name__}")
+    cond = scoped_name(cond)
     scope = _lexical_scope(net, lexical_scope)
     then_in, then_out = external_blobs(then_net, scope)
     else_in, else_out = external_blobs(else_net, scope) if else_net is not None else ([], [])
@@ -114,8 +123,8 @@ def add_if(net: Net, cond: str, then_net: Any, else_net: Any = None,
         scopes.append(else_scope)
     else:
         net.add_op("CreateScope", [], [then_scope])
-    net.add_op("If", [cond] + [n for n in inputs if n != cond] + scopes, outputs + scopes,
-               **if_args)
+    net.add_op("If", _refs([cond] + [n for n in inputs if n != cond] + scopes),
+               _refs(outputs + scopes), **if_args)
     return net.ops[-1]
 
 
@@ -132,6 +141,7 @@ def add_while(net: Net, cond: str, body_net: Any, cond_net: Any = None,
     """
     if not isinstance(net, Net):
         raise TypeError(f"add_while builds into a Net, not {type(net).__name__}")
+    cond = scoped_name(cond)
     scope = _lexical_scope(net, lexical_scope)
     body_in, body_out = external_blobs(body_net, scope)
     body_in = _union(body_in, body_out)
@@ -151,10 +161,10 @@ def add_while(net: Net, cond: str, body_net: Any, cond_net: Any = None,
         while_args["cond_net"] = _do_net(f"{net.name}/do_loop_condition_net", cond_net,
                                          cond_in, cond_out, cond_scope)
         if cond not in scope:
-            net.add_op("ConstantFill", [], [cond], shape=[1], dtype="bool", value=False)
+            net.add_op("ConstantFill", [], _refs([cond]), shape=[1], dtype="bool", value=False)
         net.add_op("CreateScope", [], [cond_scope])
         inputs = _union(inputs, cond_in)
         outputs = _union(outputs, cond_out)
         scopes.append(cond_scope)
-    net.add_op("While", inputs + scopes, outputs + scopes, **while_args)
+    net.add_op("While", _refs(inputs + scopes), _refs(outputs + scopes), **while_args)
     return net.ops[-1]

@@ -208,7 +208,10 @@ def backward_ops(ops: list[OperatorDef], initial: dict[str, str] | Iterable[str]
             raise OperatorError(f"No gradient is registered for operator type {op.type} "
                                 f"(op #{index}: {op})")
         ctx = GradientContext(state, index, op, g_output)
-        backward.extend(ctx.finish(maker(ctx) or []))
+        for grad_op in ctx.finish(maker(ctx) or []):
+            # A gradient runs where its forward op ran (Caffe2 copies device_option).
+            grad_op.device_option = op.device_option
+            backward.append(grad_op)
     earliest: dict[str, tuple[int, str]] = {}
     for (name, version), g in state.grad_of.items():
         if external_only and version != 0:

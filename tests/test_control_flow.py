@@ -1058,3 +1058,28 @@ def test_nested_while_runs_the_inner_loop_per_outer_iteration():
 
 def test_gradient_through_nested_while_matches_finite_differences():
     assert_gradients_match(nested_while_net(), NESTED_WHILE_FEEDS, "loss", ["x", "w"])
+
+
+def test_add_if_and_add_while_inside_a_name_scope_scope_every_name_once():
+    ws = so.Workspace()
+    with so.NameScope("s"):
+        net = so.Net("scoped")
+        x, limit, one, i, n = net.add_external_inputs("x", "limit", "one", "i", "n")
+        net.GT([x, limit], ["big"])
+        then_net = so.Net("then")
+        then_net.Scale([x], ["half"], scale=0.5)
+        then_net.Copy(["half"], [x])
+        so.control.add_if(net, "big", then_net)
+        net.LT([i, n], ["go"])
+        body = so.Net("body")
+        body.Add([x, one], [x])
+        body.Add([i, one], [i])
+        body.LT([i, n], ["go"])
+        so.control.add_while(net, "go", body)
+    names = {name for op in net.ops for name in op.inputs + op.outputs}
+    assert not any(name.startswith("s/s/") for name in names)
+    for name, value in {"x": 3.0, "limit": 2.0, "one": 1.0, "i": 0.0, "n": 2.0}.items():
+        ws.feed_blob(f"s/{name}", np.array([value]))
+    ws.run_net_once(net)
+    np.testing.assert_array_equal(ws.fetch_blob("s/x"), [3.5])    # 3 -> 1.5 -> +2
+    assert "s/half" not in ws and "half" not in ws

@@ -589,3 +589,14 @@ def test_ops_added_in_an_empty_device_scope_carry_no_device():
     with so.DeviceScope(so.DeviceOption("gpu", 1)), so.EmptyDeviceScope():
         net.Copy(["x"], ["y"])
     assert net.ops[0].device_option is None
+
+
+def test_gradient_ops_take_the_device_of_their_forward_op_not_the_current_scope():
+    net = so.Net("devices")
+    with so.DeviceScope(so.DeviceOption("cpu", 0, node_name="trainer")):
+        net.Tanh(["x"], ["y"])
+    net.SumElements(["y"], ["loss"])
+    with so.DeviceScope(so.DeviceOption("cpu", 0, node_name="elsewhere")):
+        so.add_gradient_ops(net, ["loss"])
+    tanh_grad = [op for op in net.ops if op.type == "TanhGradient"]
+    assert tanh_grad and tanh_grad[0].device_option.node_name == "trainer"

@@ -853,3 +853,15 @@ def test_nbytes_of_a_stack_held_in_a_blob_of_its_own_child_counts_each_once():
     parent.feed_blob("scope", stack)
     parent.feed_blob("scope_again", stack)       # held twice: still counted once
     assert parent.nbytes == 80 + 16
+
+
+def test_push_reusing_a_workspace_refuses_an_outer_blob_removed_since_it_was_bound():
+    parent = so.Workspace()
+    parent.feed_blob("x", 1)
+    stack = so.WorkspaceStack()
+    stack.push_forward_workspace(parent, {"a": "x"})
+    stack.pop_gradient_workspace(parent)
+    parent.remove_blob("x")
+    with pytest.raises(so.BindingError, match=re.escape("Invalid parent workspace blob: x")):
+        stack.push_forward_workspace(parent, {"a": "x"})
+    assert len(stack) == 0
