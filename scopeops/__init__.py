@@ -37,46 +37,61 @@ from scopeops import control, testing
 
 __version__ = "0.1.0"
 
-# The toolkit, above the operator layer. Resolved on first use (PEP 562) while its
-# modules are being written; every name here is part of the public API.
-_TOOLKIT = {
-    "NameScope": "scopeops.scope",
-    "current_name_scope": "scopeops.scope",
-    "scoped_name": "scopeops.scope",
-    "BlobReference": "scopeops.scope",
-    "DeviceOption": "scopeops.scope",
-    "DeviceScope": "scopeops.scope",
-    "current_device_scope": "scopeops.scope",
-    "EmptyNameScope": "scopeops.scope",
-    "EmptyDeviceScope": "scopeops.scope",
-    "variable_scope": "scopeops.variables",
-    "VariableScope": "scopeops.variables",
-    "get_variable": "scopeops.variables",
-    "AUTO_REUSE": "scopeops.variables",
-    "trainable_variables": "scopeops.variables",
-    "global_variables": "scopeops.variables",
-    "reset_variables": "scopeops.variables",
-    "accumulate": "scopeops.accumulation",
-    "accumulate_microbatches": "scopeops.accumulation",
-    "cast_to_float16": "scopeops.memory",
-    "memory_report": "scopeops.memory",
-    "save_workspace": "scopeops.checkpoint",
-    "load_workspace": "scopeops.checkpoint",
-}
-_TOOLKIT_MODULES = {"initializers": "scopeops.initializers", "viz": "scopeops.viz",
-                    "accumulation": "scopeops.accumulation", "memory": "scopeops.memory",
-                    "checkpoint": "scopeops.checkpoint"}
-
-
-def __getattr__(name):
-    import importlib
-    if name in _TOOLKIT:
-        return getattr(importlib.import_module(_TOOLKIT[name]), name)
-    if name in _TOOLKIT_MODULES:
-        return importlib.import_module(_TOOLKIT_MODULES[name])
-    raise AttributeError(f"module 'scopeops' has no attribute {name!r}")
+# The toolkit, above the operator layer.
+from scopeops.scope import (
+    BlobReference,
+    DeviceOption,
+    DeviceScope,
+    EmptyDeviceScope,
+    EmptyNameScope,
+    NameScope,
+    current_device_scope,
+    current_name_scope,
+    scoped_name,
+)
+from scopeops import initializers
+from scopeops.variables import (
+    AUTO_REUSE,
+    VariableScope,
+    get_variable,
+    global_variables,
+    reset_variables,
+    trainable_variables,
+    variable_scope,
+)
+from scopeops import accumulation, memory, checkpoint, viz
+from scopeops.accumulation import accumulate, accumulate_microbatches
+from scopeops.memory import cast_to_float16, memory_report
+from scopeops.checkpoint import load_workspace, save_workspace
 
 __all__ = [
+    "AUTO_REUSE",
+    "BlobReference",
+    "DeviceOption",
+    "DeviceScope",
+    "EmptyDeviceScope",
+    "EmptyNameScope",
+    "NameScope",
+    "VariableScope",
+    "accumulate",
+    "accumulate_microbatches",
+    "accumulation",
+    "cast_to_float16",
+    "checkpoint",
+    "current_device_scope",
+    "current_name_scope",
+    "get_variable",
+    "global_variables",
+    "initializers",
+    "load_workspace",
+    "memory",
+    "memory_report",
+    "reset_variables",
+    "save_workspace",
+    "scoped_name",
+    "trainable_variables",
+    "variable_scope",
+    "viz",
     "Blob",
     "BindingError",
     "BlobNotFoundError",

@@ -16,7 +16,26 @@ class and change nothing (the invariants compare the whole state after each step
 Real and model objects are kept in a bijection: workspaces by identity, blobs by
 identity while they live in a workspace.
 
-The names of blobs come from a four-letter alphabet so that collisions are frequent.
+Decisions the model encodes (spec/core.md wins over the Caffe2 reference):
+
+* ``add_blob_mapping`` is atomic: every pair is validated against the state before the
+  call, then all are applied. ``reuse_last_forward_workspace`` and the gradient pop use
+  it (skip_defined_blobs False and True).
+* ``push_forward_workspace`` validates every outer name in the parent, like
+  ``Workspace.from_bindings``, whether it builds a workspace or reuses a dormant one.
+  On reuse the local copies of bound names are removed; with the same parent and
+  bindings as the workspace holds the bound forwardings are re-established and other
+  forwardings stay (Caffe2), otherwise the forwardings become exactly the requested
+  ones (difference 1). Unbound locals stay.
+* ``copy_forwarded_tensors`` turns each requested forward into a local deep copy; a
+  local blob that hid the forward receives the copy (Caffe2's CreateBlob returns it).
+  A dangling forward raises BlobNotFoundError, a non-tensor BlobTypeError, and then
+  nothing is copied.
+
+Names come from a four-letter alphabet so that collisions are frequent; some rules aim
+their names and workspaces at interesting spots (``Pick``, ``WsPick``) so that rare
+states (dangling or hidden forwards, parents losing bound blobs) are reached within a
+150-example run.
 """
 
 import os
@@ -24,7 +43,7 @@ import signal
 import time
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -40,7 +59,7 @@ import scopeops as so
 
 NAMES = ("a", "b", "c", "d")
 MAX_WORKSPACES = 12
-HANG_TIMEOUT = 1.0
+HANG_TIMEOUT = 30.0  # generous: a loaded CI machine must not turn slowness into a "hang"
 
 # ----------------------------------------------------------------------------------------
 # The model
@@ -214,18 +233,19 @@ tensors = st.builds(
     st.integers(-20, 20),
     st.sampled_from(["flat", "strided", "2d"]),
 )
-values = st.one_of(
-    st.integers(-1000, 1000),
+values = st.one_of(  # half tensors: only tensors can be copied from a parent
     tensors,
-    tensors,
-    st.text(alphabet="xyz", min_size=1, max_size=3),
+    st.one_of(st.integers(-1000, 1000), st.text(alphabet="xyz", min_size=1, max_size=3)),
 )
 names = st.sampled_from(NAMES)
 
 
 class Pick:
-    """A name chosen at run time among the workspace's forwarded or local names (so that
-    rules hit the interesting names more often than a blind draw would)."""
+    """A name chosen at run time, so that rules hit the interesting names more often than
+    a blind draw would: one of the workspace's local names, forwarded names, dangling
+    forwards, forwards hidden by a local blob, names visible but not local, or names that
+    another workspace forwards to (removing or renaming those leaves dangling forwards).
+    Falls back to any forwarded name, then to any name."""
 
     def __init__(self, kind, index):
         self.kind = kind
@@ -234,32 +254,58 @@ class Pick:
     def __repr__(self):
         return f"Pick({self.kind!r}, {self.index})"
 
-    def resolve(self, mws):
-        pool = sorted(mws.forwarded if self.kind == "forwarded" else mws.locals) or NAMES
+    def resolve(self, mws, all_models):
+        if self.kind == "local":
+            pool = sorted(mws.locals)
+        elif self.kind == "dangling":
+            pool = sorted(n for n in mws.forwarded if find(mws, n) is None)
+        elif self.kind == "hidden":
+            pool = sorted(n for n in mws.forwarded if n in mws.locals)
+        elif self.kind == "inherited":  # visible through a forward or shared, not local
+            pool = [n for n in NAMES if n not in mws.locals and find(mws, n) is not None]
+        elif self.kind == "outer":
+            pool = sorted({
+                outer
+                for other in all_models
+                for parent, outer in other.forwarded.values()
+                if parent is mws
+            })
+        else:
+            pool = []
+        pool = pool or sorted(mws.forwarded) or NAMES
         return pool[self.index % len(pool)]
 
 
-def resolve(name, mws):
-    return name.resolve(mws) if isinstance(name, Pick) else name
+class WsPick:
+    """A workspace chosen at run time: one that forwards some name (those with a hidden
+    or dangling forward first), one that other workspaces forward into, or one with a
+    shared parent."""
 
-
-class WithForwards:
-    """A workspace chosen at run time among those that currently forward some name."""
-
-    def __init__(self, index):
+    def __init__(self, kind, index):
+        self.kind = kind
         self.index = index
 
     def __repr__(self):
-        return f"WithForwards({self.index})"
+        return f"WsPick({self.kind!r}, {self.index})"
 
 
 picked_names = st.one_of(
     names,
-    st.builds(Pick, st.sampled_from(["forwarded", "local"]), st.integers(0, 3)),
+    st.builds(
+        Pick,
+        st.sampled_from(["forwarded", "local", "dangling", "hidden", "inherited", "outer"]),
+        st.integers(0, 1),
+    ),
 )
 binding_dicts = st.dictionaries(names, names, max_size=2)
+# Stack bindings: a few recurring "Do op" binding sets (so that a reused workspace often
+# gets the same bindings again), None (no bindings argument) and random ones.
+stack_bindings = st.tuples(
+    st.sampled_from([{"a": "a"}] * 4 + [{"a": "a", "c": "b"}, {}, None] + ["random"] * 2),
+    binding_dicts,
+).map(lambda pair: pair[1] if pair[0] == "random" else pair[0])
 binding_forms = st.sampled_from(["dict", "pairs"])
-stack_parents = st.sampled_from(["P", "P", "P", "Q"])
+stack_parents = st.sampled_from(["P"] * 7 + ["Q"])
 
 
 def as_form(bindings, form):
@@ -311,7 +357,15 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
     roots = Bundle("roots")  # P and Q: plain workspaces, the parents of stack pushes
     others = Bundle("others")  # every other workspace (stack workspaces included)
     stacks = Bundle("stacks")
-    any_ws = st.one_of(roots, others, st.builds(WithForwards, st.integers(0, 7)))
+    any_ws = st.one_of(
+        roots,
+        others,
+        st.builds(
+            WsPick,
+            st.sampled_from(["forwarding", "forwarding", "parent", "shared"]),
+            st.integers(0, 1),
+        ),
+    )
 
     def __init__(self):
         super().__init__()
@@ -334,11 +388,27 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
         return None if real is None else self.model_of[id(real)]
 
     def pick(self, ws):
-        if isinstance(ws, WithForwards):
-            pool = [real for real, model in self.pairs if model.forwarded]
-            pool = pool or [real for real, _ in self.pairs]
-            return pool[ws.index % len(pool)]
-        return ws
+        if not isinstance(ws, WsPick):
+            return ws
+        if ws.kind == "parent":
+            parents = {id(p) for _, model in self.pairs for p, _ in model.forwarded.values()}
+            pool = [(real, model) for real, model in self.pairs if id(model) in parents]
+        elif ws.kind == "shared":
+            pool = [(real, model) for real, model in self.pairs if model.shared is not None]
+        else:
+            pool = [(real, model) for real, model in self.pairs if model.forwarded]
+            # Workspaces with a hidden or dangling forward first: the interesting ones.
+            pool.sort(key=lambda pair: not any(
+                name in pair[1].locals or find(pair[1], name) is None
+                for name in pair[1].forwarded
+            ))
+        pool = [real for real, _ in pool] or [real for real, _ in self.pairs]
+        return pool[ws.index % len(pool)]
+
+    def resolve(self, name, mws):
+        if isinstance(name, Pick):
+            return name.resolve(mws, [model for _, model in self.pairs])
+        return name
 
     def r(self, model):
         return None if model is None else self.real_of[id(model)]
@@ -378,7 +448,7 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
 
     @initialize(
         target=roots,
-        p_values=st.dictionaries(names, values, min_size=3),
+        p_values=st.dictionaries(names, st.one_of(tensors, values), min_size=3),
         q_values=st.dictionaries(names, values, min_size=2),
     )
     def init_roots(self, p_values, q_values):
@@ -445,74 +515,63 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
 
     # -- blobs --------------------------------------------------------------------------
 
-    @rule(ws=any_ws, name=picked_names, value=values, sugar=st.booleans())
-    def feed_blob(self, ws, name, value, sugar):
+    @rule(
+        ws=any_ws,
+        name=picked_names,
+        how=st.sampled_from(
+            ["feed_blob", "setitem", "create_blob", "create_local_blob", "create_local_blob"]
+        ),
+        value=values,
+    )
+    def write_blob(self, ws, name, how, value):
         ws = self.pick(ws)
         mws = self.m(ws)
-        name = resolve(name, mws)
+        name = self.resolve(name, mws)
+        if how == "create_local_blob":
+            _, blob = self.expect(None, how, ws.create_local_blob, name)
+            if name not in mws.locals:
+                mws.locals[name] = MBlob()
+            self.bind_blob(mws.locals[name], blob, how)
+            return
         try:
             commit = plan_create_blob(mws, name)
             expected = None
         except Predicted as p:
             expected = p.cls
-        if sugar:
+        if how == "setitem":
             raised, _ = self.expect(expected, "ws[name] = value", ws.__setitem__, name, value)
             blob = None if raised else ws.get_blob(name)
+        elif how == "feed_blob":
+            raised, blob = self.expect(expected, how, ws.feed_blob, name, value)
         else:
-            raised, blob = self.expect(expected, "feed_blob", ws.feed_blob, name, value)
+            raised, blob = self.expect(expected, how, ws.create_blob, name)
         if raised:
             return
         mblob = commit()
-        mblob.value = model_copy(value)
-        self.bind_blob(mblob, blob, "feed_blob")
-
-    @rule(ws=any_ws, name=picked_names, local=st.booleans())
-    def create_blob(self, ws, name, local):
-        ws = self.pick(ws)
-        name = resolve(name, self.m(ws))
-        if local:
-            self._create_local_blob(ws, name)
-            return
-        mws = self.m(ws)
-        try:
-            commit = plan_create_blob(mws, name)
-            expected = None
-        except Predicted as p:
-            expected = p.cls
-        raised, blob = self.expect(expected, "create_blob", ws.create_blob, name)
-        if not raised:
-            self.bind_blob(commit(), blob, "create_blob")
-
-    def _create_local_blob(self, ws, name):
-        mws = self.m(ws)
-        _, blob = self.expect(None, "create_local_blob", ws.create_local_blob, name)
-        if name not in mws.locals:
-            mws.locals[name] = MBlob()
-        self.bind_blob(mws.locals[name], blob, "create_local_blob")
-
-    @rule(ws=any_ws, name=picked_names)
-    def reset_blob(self, ws, name):
-        ws = self.pick(ws)
-        name = resolve(name, self.m(ws))
-        mblob = find(self.m(ws), name)
-        blob = ws.get_blob(name)
-        assert (blob is None) == (mblob is None), "get_blob disagrees with the model"
-        if blob is not None:
-            blob.reset()
-            mblob.value = EMPTY
+        if how != "create_blob":
+            mblob.value = model_copy(value)
+        self.bind_blob(mblob, blob, how)
 
     @rule(
         ws=any_ws,
         name=picked_names,
-        how=st.sampled_from(["fetch_blob", "getitem", "has_and_get"]),
+        how=st.sampled_from(["fetch_blob", "getitem", "has_and_get", "reset"]),
     )
-    def look_up(self, ws, name, how):
+    def read_blob(self, ws, name, how):
         ws = self.pick(ws)
-        name = resolve(name, self.m(ws))
-        if how == "has_and_get":
-            self._has_and_get_blob(ws, name)
-            return
+        name = self.resolve(name, self.m(ws))
         mblob = find(self.m(ws), name)
+        if how in ("has_and_get", "reset"):
+            assert ws.has_blob(name) is (mblob is not None)
+            assert (name in ws) is (mblob is not None)
+            blob = ws.get_blob(name)
+            assert (blob is None) is (mblob is None), "get_blob disagrees with the model"
+            if blob is not None:
+                self.bind_blob(mblob, blob, "get_blob")
+                if how == "reset":
+                    blob.reset()
+                    mblob.value = EMPTY
+            return
         if mblob is None:
             expected = so.BlobNotFoundError
         elif mblob.value is EMPTY:
@@ -520,26 +579,17 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
         else:
             expected = None
         fn = ws.__getitem__ if how == "getitem" else ws.fetch_blob
-        raised, value = self.expect(expected, "fetch_blob", fn, name)
+        raised, value = self.expect(expected, how, fn, name)
         if not raised:
             assert same_value(value, mblob.value), (
-                f"fetch_blob({name!r}) gave {value!r}, the model has {mblob.value!r}"
+                f"{how}({name!r}) gave {value!r}, the model has {mblob.value!r}"
             )
-
-    def _has_and_get_blob(self, ws, name):
-        mblob = find(self.m(ws), name)
-        assert ws.has_blob(name) is (mblob is not None)
-        assert (name in ws) is (mblob is not None)
-        blob = ws.get_blob(name)
-        assert (blob is None) is (mblob is None)
-        if blob is not None:
-            self.bind_blob(mblob, blob, "get_blob")
 
     @rule(ws=any_ws, name=picked_names, sugar=st.booleans())
     def remove_blob(self, ws, name, sugar):
         ws = self.pick(ws)
         mws = self.m(ws)
-        name = resolve(name, mws)
+        name = self.resolve(name, mws)
         present = name in mws.locals
         if sugar:
             expected = None if present else so.BlobNotFoundError
@@ -553,7 +603,7 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
     def rename_blob(self, ws, old, new):
         ws = self.pick(ws)
         mws = self.m(ws)
-        old, new = resolve(old, mws), resolve(new, mws)
+        old, new = self.resolve(old, mws), self.resolve(new, mws)
         if old not in mws.locals:
             expected = so.BlobNotFoundError  # Blob <old> is not in the local blob list
         elif find(mws, new) is not None:
@@ -592,13 +642,19 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
 
     @rule(
         ws=any_ws,
-        requested=st.one_of(st.lists(picked_names, max_size=4), st.just("all forwarded")),
+        requested=st.one_of(
+            st.lists(picked_names, max_size=4), st.sampled_from(["all forwarded", "hidden"])
+        ),
     )
     def copy_forwarded_tensors(self, ws, requested):
         ws = self.pick(ws)
-        if requested == "all forwarded":  # what Do's copy_external_blobs asks for
+        if requested == "all forwarded":
             requested = sorted(self.m(ws).forwarded)
-        requested = [resolve(name, self.m(ws)) for name in requested]
+        elif requested == "hidden":
+            requested = [Pick("hidden", 0)]
+        self._copy_forwarded_tensors(ws, [self.resolve(name, self.m(ws)) for name in requested])
+
+    def _copy_forwarded_tensors(self, ws, requested):
         try:
             commit = plan_copy_forwarded(self.m(ws), requested)
             expected = None
@@ -621,10 +677,20 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
         target=others,
         stack=stacks,
         parent=stack_parents,
-        bindings=st.one_of(st.none(), binding_dicts),
+        bindings=stack_bindings,
         form=binding_forms,
+        copy_external_blobs=st.booleans(),
     )
-    def push_forward_workspace(self, stack, parent, bindings, form):
+    def push_forward_workspace(self, stack, parent, bindings, form, copy_external_blobs):
+        """A push, then (as a forward Do op with copy_external_blobs does) optionally a
+        snapshot of the bound names."""
+        real, new = self._push(stack, parent, bindings, form)
+        if real is not None and copy_external_blobs:
+            self._copy_forwarded_tensors(real, sorted(bindings or {}))
+        return real if new else multiple()
+
+    def _push(self, stack, parent, bindings, form):
+        """Push on the real stack and the model; returns (workspace or None, is_new)."""
         ms = self.stack_model[id(stack)]
         real_parent = self.root[parent]
         mparent = self.m(real_parent)
@@ -632,7 +698,7 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
         try:
             for outer in b.values():
                 if find(mparent, outer) is None:
-                    raise Predicted(so.BindingError)
+                    raise Predicted(so.BindingError)  # Invalid parent workspace blob
             expected = None
         except Predicted as p:
             expected = p.cls
@@ -641,7 +707,7 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
             expected, "push_forward_workspace", stack.push_forward_workspace, real_parent, arg
         )
         if raised:
-            return multiple()
+            return None, False
         nxt = ms.top + 1
         if nxt < len(ms.ws):
             w = ms.ws[nxt]
@@ -649,14 +715,14 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
             same = w.bound_parent is mparent and w.bound == b
             for inner in b:
                 w.locals.pop(inner, None)  # local copies of bound names are removed
-            if same:
-                for inner, outer in b.items():  # re-established; other forwardings stay
+            if same:  # as in Caffe2: re-established, other forwardings stay
+                for inner, outer in b.items():
                     w.forwarded[inner] = (mparent, outer)
             else:  # spec difference 1: exactly the requested forwardings
                 w.forwarded = {inner: (mparent, outer) for inner, outer in b.items()}
             w.bound_parent, w.bound = mparent, b
             ms.top = nxt
-            return multiple()
+            return real, False
         assert id(real) not in self.model_of, "push returned an already known workspace"
         assert type(real) is so.Workspace, f"push built a {type(real).__name__}"
         w = MWorkspace(f"ws{len(self.pairs)}")
@@ -665,12 +731,12 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
         ms.ws.append(w)
         ms.top = nxt
         self.track(real, w)
-        return real
+        return real, True
 
     @rule(
         stack=stacks,
         parent=stack_parents,
-        bindings=st.one_of(st.none(), binding_dicts),
+        bindings=stack_bindings,
         form=binding_forms,
     )
     def pop_gradient_workspace(self, stack, parent, bindings, form):
@@ -701,10 +767,11 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
     @rule(
         stack=stacks,
         parent=stack_parents,
-        bindings=st.one_of(st.none(), binding_dicts),
+        bindings=stack_bindings,
         form=binding_forms,
+        copy_external_blobs=st.booleans(),
     )
-    def reuse_last_forward_workspace(self, stack, parent, bindings, form):
+    def reuse_last_forward_workspace(self, stack, parent, bindings, form, copy_external_blobs):
         ms = self.stack_model[id(stack)]
         real_parent = self.root[parent]
         commit = None
@@ -728,11 +795,43 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
             return
         assert real is self.r(ms.ws[ms.top]), "reuse did not return the top workspace"
         commit()
+        if copy_external_blobs:
+            self._copy_forwarded_tensors(real, sorted(bindings or {}))
 
-    @rule(stack=stacks, release=st.booleans())
-    def clear_or_release(self, stack, release):
+    @precondition(lambda self: any(
+        outer in model.bound_parent.locals
+        for _, stack_model in self.stack_pairs
+        for model in stack_model.ws
+        for outer in model.bound.values()
+    ))
+    @rule(index=st.integers(0, 3), rename=st.booleans())
+    def parent_loses_bound_blob(self, index, rename):
+        """A stack parent removes (or renames away) a blob that a stack workspace is
+        bound to: an ordinary remove_blob/rename_blob, aimed where it matters."""
+        targets = sorted({
+            (model.bound_parent.label, outer)
+            for _, stack_model in self.stack_pairs
+            for model in stack_model.ws
+            for outer in model.bound.values()
+            if outer in model.bound_parent.locals
+        })
+        label, outer = targets[index % len(targets)]
+        real = self.root[label]
+        mws = self.m(real)
+        free = [name for name in NAMES if find(mws, name) is None]
+        if rename and free:
+            _, blob = self.expect(None, "rename_blob", real.rename_blob, outer, free[0])
+            mws.locals[free[0]] = mws.locals.pop(outer)
+            self.bind_blob(mws.locals[free[0]], blob, "rename_blob")
+        else:
+            _, removed = self.expect(None, "remove_blob", real.remove_blob, outer)
+            assert removed is True, f"remove_blob({outer!r}) returned {removed!r}"
+            del mws.locals[outer]
+
+    @rule(stack=stacks, op=st.sampled_from(["clear"] * 4 + ["release"]))
+    def clear_or_release(self, stack, op):
         ms = self.stack_model[id(stack)]
-        if not release:
+        if op == "clear":
             stack.clear()
             ms.top = -1
             return
@@ -883,6 +982,7 @@ WorkspaceModelMachine.TestCase.settings = settings(
     stateful_step_count=40,
     deadline=None,
     database=None,  # leave no .hypothesis directory behind; failures print a reproducer
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],  # no explain phase
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestWorkspaceModel = WorkspaceModelMachine.TestCase
