@@ -23,8 +23,12 @@ directives = {
     "initializedcheck": DEBUG_BUILD,
     "cdivision": not DEBUG_BUILD,
     "linetrace": DEBUG_BUILD,
+    # Every mutating method of Blob, Workspace and WorkspaceStack runs under its
+    # object's critical section (tests/test_threads.py hammers them from 8 threads).
+    "freethreading_compatible": True,
 }
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+          ("SCOPEOPS_DEBUG_BUILD", "1" if DEBUG_BUILD else "0")]
 if DEBUG_BUILD:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
     extra_compile_args = ["-O0", "-g", "-UNDEBUG"]
@@ -46,6 +50,9 @@ setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
+        # Each flavour's C in its own directory: cythonize goes by timestamps, not
+        # directives, so a shared one would let a debug build reuse optimised C.
+        build_dir=os.path.join("build", "cython-debug" if DEBUG_BUILD else "cython"),
         nthreads=int(os.environ.get("SCOPEOPS_BUILD_JOBS", "2")),
     ),
 )

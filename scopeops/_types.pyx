@@ -10,6 +10,12 @@ import numpy as np
 
 from scopeops._types cimport DTypeCode
 
+cdef extern from *:
+    int SCOPEOPS_DEBUG_BUILD_FLAG "SCOPEOPS_DEBUG_BUILD"
+
+#: True when built with SCOPEOPS_DEBUG_BUILD=1 (bounds checks, asserts, line tracing).
+DEBUG_BUILD = bool(SCOPEOPS_DEBUG_BUILD_FLAG)
+
 _TENSOR_NAME = "Tensor"
 
 # Registry tables (mutated only with the GIL held, from this module).

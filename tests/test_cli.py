@@ -19,9 +19,11 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(so.__file__))
 
 
 def _run(*args, cwd=None):
+    # `python -m` puts the working directory first on sys.path: run where the package
+    # under test is the only scopeops in sight (never a source checkout's bare sources).
     env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT}
     return subprocess.run([sys.executable, "-m", "scopeops", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)
+                          text=True, cwd=cwd or PACKAGE_PARENT, env=env, timeout=300)
 
 
 def test_python_dash_m_scopeops_prints_help_with_the_three_commands():

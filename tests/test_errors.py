@@ -111,3 +111,16 @@ def test_import_without_compiled_extension_fails_with_import_error(tmp_path):
     )
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "IMPORT_ERROR" in result.stdout
+
+
+def test_the_build_flavour_is_the_one_ci_asked_for():
+    # CI runs the suite a second time against SCOPEOPS_DEBUG_BUILD=1 (bounds checks on)
+    # and sets SCOPEOPS_EXPECT_DEBUG_BUILD so that run proves it is not the optimised one.
+    import os
+
+    from scopeops import _types
+
+    expected = os.environ.get("SCOPEOPS_EXPECT_DEBUG_BUILD")
+    assert isinstance(_types.DEBUG_BUILD, bool)
+    if expected is not None:
+        assert _types.DEBUG_BUILD is (expected == "1")
