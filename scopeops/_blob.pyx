@@ -41,7 +41,9 @@ cdef tuple _normalise_shape(object shape):
     cdef tuple dims
     if isinstance(shape, bool):
         raise TypeError("a shape must be an int or a sequence of ints, not bool")
-    if hasattr(shape, "__index__"):
+    if isinstance(shape, np.ndarray) and shape.ndim > 0:
+        dims = tuple(shape.tolist())
+    elif hasattr(shape, "__index__"):
         dims = (shape,)
     else:
         try:

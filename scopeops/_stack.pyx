@@ -13,7 +13,7 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 
 from scopeops._types cimport TypeMeta
 from scopeops._workspace cimport (
-    Workspace, c_check_parent, c_normalize_bindings, c_bound_blobs_visible,
+    Workspace, c_check_parent, c_normalize_bindings, c_bound_blobs_visible, c_same_bindings,
     c_reusable_unbound,
 )
 from scopeops._types import register_known_type
@@ -146,8 +146,7 @@ cdef class WorkspaceStack:
                     if ws._n_bound == 0:
                         self._top = nxt
                         return ws
-                elif type(bindings) is dict and bindings == ws._bound \
-                        and c_bound_blobs_visible(ws):
+                elif c_same_bindings(bindings, ws._bound) and c_bound_blobs_visible(ws):
                     # Same bindings, and every outer blob still there (as from_bindings
                     # would check): nothing to rebind.
                     self._top = nxt

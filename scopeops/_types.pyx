@@ -200,9 +200,11 @@ cdef TypeMeta c_meta_of_value(object value):
     cdef TypeMeta meta = _by_pytype.get(cls)
     if meta is not None:
         return meta
-    if isinstance(value, np.ndarray):
+    # Decide by the real type (a __class__ property can make isinstance lie, and
+    # the core reads tensors as C arrays).
+    if issubclass(cls, np.ndarray):
         return TENSOR_META
-    if isinstance(value, np.generic):
+    if issubclass(cls, np.generic):
         return c_dtype_meta(cls)
     return _meta_for_class(cls, None)
 

@@ -30,6 +30,7 @@ cdef str c_check_name(object name)
 cdef dict c_normalize_bindings(object bindings)
 cdef Workspace c_check_parent(object parent)
 cdef bint c_bound_blobs_visible(Workspace ws)
+cdef bint c_same_bindings(object bindings, dict bound)
 # Bumped by every change that can alter what a name resolves to (local blobs
 # created, removed or renamed; forwardings added, removed or rebound), so that
 # callers may cache resolved blobs and drop the cache when it moves.

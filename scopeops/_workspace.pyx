@@ -20,6 +20,7 @@ from libc.string cimport memcpy
 import numpy as np
 
 from scopeops._blob cimport Blob, c_new_blob
+from scopeops._types cimport c_meta_of_value
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
     PyArray_BASE,
@@ -86,9 +87,10 @@ cdef str c_check_name(object name):
             raise ValueError("a blob name must be a non-empty str, got ''")
         return <str>name
     if isinstance(name, str):
-        if not name:
+        # C-level length and an exact copy: a subclass's __len__/__hash__/__eq__
+        # never runs inside the core.
+        if PyUnicode_GET_LENGTH(name) == 0:
             raise ValueError("a blob name must be a non-empty str, got ''")
-        # An exact copy: a subclass's __hash__/__eq__ never runs inside the core.
         return PyUnicode_FromObject(name)
     raise TypeError(f"a blob name must be a str, not {type(name).__name__}")
 
@@ -517,6 +519,25 @@ cdef class Workspace:
         _copy_forwarded(self, names)
 
 
+cdef bint c_same_bindings(object bindings, dict bound):
+    """Is ``bindings`` a dict of exact strs equal to ``bound``? Compared in C: a str
+    subclass's __eq__/__hash__ never runs (such bindings take the normalising path)."""
+    if type(bindings) is not dict or len(<dict>bindings) != len(bound):
+        return False
+    cdef PyObject* other
+    for inner, outer in (<dict>bindings).items():
+        if type(inner) is not str or type(outer) is not str:
+            return False
+        other = PyDict_GetItem(bound, inner)
+        if other == NULL or not _same_str(<str>outer, <str>other):
+            return False
+    return True
+
+
+cdef inline bint _same_str(str a, str b):
+    return a is b or (PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) and a == b)
+
+
 cdef bint c_bound_blobs_visible(Workspace ws):
     """Does every outer blob ``ws`` is bound to still resolve in its bound parent?
     Only a structural change can make one vanish, so a check stays good until
@@ -549,6 +570,7 @@ cdef int _copy_forwarded(Workspace ws, object names) except -1:
 cdef Blob _feed(Workspace ws, str key, object value):
     if isinstance(value, Blob):
         raise TypeError("a Blob cannot hold another Blob; feed its value instead")
+    c_meta_of_value(value)   # registers the type now: if that fails, no blob was created
     cdef Blob blob = ws.c_create_blob(key)
     blob.c_set(value)
     return blob

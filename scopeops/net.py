@@ -345,8 +345,16 @@ class NetExecutor:
     def __init__(self, netdef: NetDef, workspace: Any) -> None:
         self.netdef = netdef
         self.workspace = workspace
-        self.operators = [build_operator(op, workspace, i, netdef.name)
-                          for i, op in enumerate(netdef.ops)]
+        before = set(workspace.local_blobs())
+        try:
+            self.operators = [build_operator(op, workspace, i, netdef.name)
+                              for i, op in enumerate(netdef.ops)]
+        except Exception:
+            # All or nothing: the outputs earlier operators created go again.
+            for name in workspace.local_blobs():
+                if name not in before:
+                    workspace.remove_blob(name)
+            raise
 
     @property
     def name(self) -> str:

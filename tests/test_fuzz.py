@@ -1,0 +1,1045 @@
+"""Property tests: every public entry point of the core and of the operator layer, called
+with arbitrary Python values, raises only the documented exception classes and leaves
+the objects valid (spec/core.md, docs/caffe2.md "Choices where Caffe2 had no answer").
+
+What counts as documented: ``so.ScopeError`` subclasses, ``TypeError``, ``ValueError``,
+``KeyError`` and ``OverflowError``. A hostile object's own exception (``HostileError``,
+raised by its ``__index__``, ``__iter__``, ``__bool__``...) may propagate unchanged: that
+is the caller's code failing. ``MemoryError`` is never acceptable here (every tensor the
+tests ask for is small). A ``str`` subclass used as a name is stored as a plain ``str``,
+and its ``__hash__``/``__eq__`` never run inside the core: if they do, ``NameMethodCalled``
+escapes and the test fails.
+
+Each failed call must change nothing; after every call the stack passes ``check_stack()``,
+the workspaces list their blobs without duplicates, and every value fetched is one that
+was fed.
+"""
+
+import operator
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import scopeops as so
+import scopeops.ops.math  # noqa: F401  - registers the numeric operators
+import scopeops.ops.nn  # noqa: F401
+
+FUZZ = settings(max_examples=200, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.filter_too_much])
+FUZZ_SMALL = settings(FUZZ, max_examples=100)
+
+DOCUMENTED = (so.ScopeError, TypeError, ValueError, KeyError, OverflowError)
+OPERATOR_DOCUMENTED = (so.ScopeError, TypeError, ValueError)
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(so.__file__)))
+
+
+class HostileError(Exception):
+    """Raised by hostile objects' own methods: propagating it unchanged is acceptable."""
+
+
+class NameMethodCalled(Exception):
+    """Raised when the core runs a method of a str-subclass name it promised not to run."""
+
+
+# -- hostile values -----------------------------------------------------------------------
+
+
+class RaisingEqHash:
+    def __eq__(self, other):
+        raise HostileError("__eq__")
+
+    def __hash__(self):
+        raise HostileError("__hash__")
+
+
+class RaisingBool:
+    def __bool__(self):
+        raise HostileError("__bool__")
+
+
+class WeirdEqHash:
+    """__eq__ returns an object whose truth raises; __hash__ is huge and unstable."""
+    _n = 0
+
+    def __eq__(self, other):
+        return RaisingBool()
+
+    def __hash__(self):
+        WeirdEqHash._n += 1
+        return 2**100 + WeirdEqHash._n
+
+
+class RaisingIndex:
+    def __index__(self):
+        raise HostileError("__index__")
+
+
+class WeirdIndex:
+    def __init__(self, result):
+        self.result = result
+
+    def __index__(self):
+        return self.result
+
+    def __repr__(self):
+        return f"WeirdIndex({self.result!r})"
+
+
+class RaisingIter:
+    def __iter__(self):
+        raise HostileError("__iter__")
+
+
+class WeirdIter:
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __repr__(self):
+        return f"WeirdIter({self.items!r})"
+
+
+class RaisingLen:
+    def __len__(self):
+        raise HostileError("__len__")
+
+    def __iter__(self):
+        return iter([("a", "a")])
+
+
+class RaisingGetattr:
+    def __getattr__(self, name):
+        raise HostileError(f"__getattr__({name})")
+
+
+class HostileMapping:
+    """Looks like a mapping; items() yields what it was given, or raises."""
+
+    def __init__(self, items):
+        self._items = items
+
+    def items(self):
+        if self._items is None:
+            raise HostileError("items()")
+        return self._items
+
+    def __repr__(self):
+        return f"HostileMapping({self._items!r})"
+
+
+ARMED = [False]   # True while a call into scopeops runs (see ``armed``)
+
+
+class armed:
+    """While active, EvilStr's methods raise: the core is running."""
+
+    def __enter__(self):
+        ARMED[0] = True
+
+    def __exit__(self, *exc):
+        ARMED[0] = False
+
+
+class EvilStr(str):
+    """A str subclass whose hash and comparisons must never run inside the core (they
+    work normally outside it, so that the tests can build dicts of them)."""
+
+    def __hash__(self):
+        if ARMED[0]:
+            raise NameMethodCalled("__hash__ of a str-subclass name")
+        return str.__hash__(self)
+
+    def __eq__(self, other):
+        if ARMED[0]:
+            raise NameMethodCalled("__eq__ of a str-subclass name")
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        if ARMED[0]:
+            raise NameMethodCalled("__ne__ of a str-subclass name")
+        return str.__ne__(self, other)
+
+
+class Sentinel:
+    """A fed value, identified by object identity."""
+    __slots__ = ("tag",)
+
+    def __init__(self, tag):
+        self.tag = tag
+
+    def __repr__(self):
+        return f"Sentinel({self.tag})"
+
+
+NAME_POOL = ["a", "b", "c", "x", "y", "z", "ünï", "名前"]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
+    st.sampled_from([2**63, -2**63 - 1, 2**100, -1, 0]), st.binary(max_size=8),
+    st.text(max_size=6), st.sampled_from(["", "float32", "Tensor", "U3", "garbage", "\x00"]))
+
+hostile = st.one_of(
+    st.builds(RaisingEqHash), st.builds(WeirdEqHash), st.builds(RaisingIndex),
+    st.builds(WeirdIndex, st.sampled_from([-1, 0, 3, 2**100, 2.5, "3", None, True])),
+    st.builds(RaisingIter), st.builds(RaisingLen), st.builds(RaisingGetattr),
+    st.builds(WeirdIter, st.lists(scalars, max_size=3)),
+    st.builds(EvilStr, st.sampled_from(NAME_POOL + [""])),
+    st.builds(HostileMapping, st.one_of(st.none(), st.lists(scalars, max_size=2))),
+    st.sampled_from([object(), object, int, str, type, np.ndarray, np.float32, np.dtype("f4"),
+                     Ellipsis, NotImplemented, so.Workspace, so.Blob, so.WorkspaceStack]),
+)
+
+arrays = st.builds(lambda shape, dtype: np.zeros(shape, dtype),
+                   st.lists(st.integers(0, 3), max_size=3).map(tuple),
+                   st.sampled_from(["f4", "f8", "i8", "?", "u1", "c8", ">f8", "U2", "O"]))
+
+junk = st.recursive(
+    st.one_of(scalars, hostile, arrays),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.tuples(children, children),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), children, max_size=3)),
+    max_leaves=6)
+
+names = st.one_of(st.sampled_from(NAME_POOL), st.sampled_from(NAME_POOL),
+                  st.builds(EvilStr, st.sampled_from(NAME_POOL)), st.text(max_size=4), junk)
+FED_NAMES = ["a", "b", "c", "x"]     # the names World feeds into its root
+good_names = st.one_of(st.sampled_from(FED_NAMES), st.sampled_from(FED_NAMES),
+                       st.sampled_from(NAME_POOL), st.builds(EvilStr, st.sampled_from(NAME_POOL)))
+hashable_names = st.one_of(good_names, st.text(max_size=4), st.integers(), st.none(),
+                           st.binary(max_size=3), st.floats(), st.builds(RaisingIndex),
+                           st.builds(WeirdIndex, st.sampled_from([1, 2.5, "3"])))
+bindings = st.one_of(
+    st.none(),
+    st.dictionaries(good_names, good_names, max_size=3),
+    st.dictionaries(good_names, st.sampled_from(FED_NAMES), max_size=3),
+    st.dictionaries(st.sampled_from(NAME_POOL), st.sampled_from(FED_NAMES), max_size=2),
+    st.dictionaries(hashable_names, names, max_size=3),
+    st.lists(st.tuples(good_names, good_names), max_size=3),
+    st.lists(st.one_of(st.lists(names, max_size=3), st.tuples(names, names), names),
+             max_size=3),
+    st.builds(HostileMapping, st.one_of(st.none(), st.lists(st.tuples(names, names), max_size=2))),
+    junk)
+
+
+def plain(name):
+    """The exact-str copy the core stores for a (possibly subclassed) name."""
+    return str.__str__(name)
+
+
+# -- the world under test -----------------------------------------------------------------
+
+
+class World:
+    """A root, a read-through child, a forwarding child, a stack with a pushed workspace,
+    every value ever fed, and checks of its invariants."""
+
+    def __init__(self):
+        self.fed = []                       # every value passed to a feed (kept alive)
+        self.root = so.Workspace()
+        for name in ("a", "b", "x"):
+            self.feed_value(self.root, name, np.arange(3.0))
+        self.root.feed_blob("c", Sentinel("c"))
+        self.fed.append(self.root.fetch_blob("c"))
+        self.shared_child = so.Workspace(shared=self.root)
+        self.shared_child.feed_blob("y", Sentinel("y"))
+        self.fed.append(self.shared_child.fetch_blob("y"))
+        self.bound_child = so.Workspace.from_bindings(self.root, {"a": "x", "z": "b"})
+        self.stack = so.WorkspaceStack()
+        self.stack.push_forward_workspace(self.root, {"a": "a"})
+        self.blob = so.Blob()
+        self.extra = []                     # workspaces made during the run
+
+    def feed_value(self, ws, name, value):
+        self.fed.append(value)
+        ws.feed_blob(name, value)
+
+    def workspaces(self):
+        return [self.root, self.shared_child, self.bound_child] + self.stack.workspaces() \
+            + self.extra[-4:]
+
+    def snapshot(self):
+        state = []
+        for ws in self.workspaces():
+            local = {}
+            for name in ws.local_blobs():
+                blob = ws.get_blob(name)
+                local[name] = (id(blob), None if blob.is_empty() else id(blob.get()))
+            forwarded = {inner: (id(parent), outer)
+                         for inner, (parent, outer) in ws.forwarded_blobs().items()}
+            state.append((id(ws), ws.shared is not None and id(ws.shared), local, forwarded))
+        stack = (len(self.stack), self.stack.capacity, id(self.stack.top),
+                 [id(w) for w in self.stack.workspaces()], self.stack.debug)
+        blob = (self.blob.meta, None if self.blob.is_empty() else id(self.blob.get()))
+        return state, stack, blob
+
+    def check(self):
+        self.stack.check_stack()
+        assert len(self.stack) <= self.stack.capacity
+        fed_ids = {id(v) for v in self.fed}
+        for ws in self.workspaces():
+            listed = ws.blobs()
+            assert len(listed) == len(set(listed)), f"blobs() has duplicates: {listed}"
+            assert sorted(listed) == sorted(ws), "iter(ws) differs from blobs()"
+            assert len(ws) == len(listed)
+            for name in listed:
+                assert name in ws and ws.has_blob(name)
+                blob = ws.get_blob(name)
+                assert blob is not None, f"{name} is listed but get_blob() gives None"
+                assert ws.get_blob(name) is blob, "two lookups gave two Blob objects"
+                if not blob.is_empty():
+                    value = ws.fetch_blob(name)
+                    assert value is blob.get()
+                    # A fed value, or an array the core made (tensor(), snapshots).
+                    assert id(value) in fed_ids or type(value) is np.ndarray, \
+                        f"{name} holds {value!r:.60} which nobody fed"
+            ws.forwarded_blobs()
+            ws.nbytes
+
+
+def requested_bytes(shape, dtype):
+    """Best-effort size of ``tensor(shape, dtype)``; 0 when it cannot be worked out."""
+    try:
+        dims = (operator.index(shape),) if hasattr(shape, "__index__") else \
+            tuple(operator.index(d) for d in shape)
+        return int(np.prod([max(d, 0) for d in dims], dtype=object)) * np.dtype(dtype).itemsize
+    except Exception:
+        return 0
+
+
+HUGE = 1 << 30   # a tensor request above this may fail with MemoryError
+
+
+def call(world, action, *args, documented=DOCUMENTED, type_spec=False):
+    """Run ``action(*args)``; a failure must be documented and change nothing.
+
+    ``type_spec``: an argument is a type or dtype spec, looked up in the registry's
+    dicts like any key (a str subclass's __hash__ may run there; it is not a name)."""
+    before = world.snapshot()
+    allowed = (*documented, HostileError) + ((NameMethodCalled,) if type_spec else ())
+    try:
+        with armed():
+            result = action(*args)
+    except allowed:
+        after = world.snapshot()
+        assert after == before, f"a failed {getattr(action, '__name__', action)} changed state"
+        world.check()
+        return None
+    world.check()
+    return result
+
+
+def bound_as_requested(ws, parent, requested):
+    """Every requested pair is forwarded to ``parent`` under its plain-str names."""
+    forwarded = ws.forwarded_blobs()
+    pairs = requested.items() if isinstance(requested, dict) else requested
+    for inner, outer in pairs:
+        got = forwarded.get(plain(inner))
+        if ws.get_blob(plain(inner)) is not None and got is None:
+            continue    # skipped: already defined (skip_defined_blobs / pop's grad bindings)
+        assert got is not None and got[0] is parent and got[1] == plain(outer), \
+            f"asked {plain(inner)} -> {plain(outer)}, forwarded {got}"
+
+
+# -- Workspace -----------------------------------------------------------------------------
+
+
+workspace_actions = st.one_of(
+    st.tuples(st.just("has_blob"), names), st.tuples(st.just("contains"), names),
+    st.tuples(st.just("get_blob"), names), st.tuples(st.just("fetch_blob"), names),
+    st.tuples(st.just("getitem"), names), st.tuples(st.just("create_blob"), names),
+    st.tuples(st.just("create_local_blob"), names),
+    st.tuples(st.just("feed_blob"), names, junk), st.tuples(st.just("setitem"), names, junk),
+    st.tuples(st.just("remove_blob"), names), st.tuples(st.just("delitem"), names),
+    st.tuples(st.just("rename_blob"), names, names),
+    st.tuples(st.just("add_blob_mapping"), st.integers(0, 5), bindings, junk),
+    st.tuples(st.just("copy_forwarded_tensors"), st.one_of(names, st.lists(names, max_size=3))),
+    st.tuples(st.just("new_shared"), junk), st.tuples(st.just("from_bindings"), st.integers(0, 5),
+                                                      bindings),
+    st.tuples(st.just("from_bindings_junk_parent"), junk, bindings),
+)
+
+
+def do_workspace_action(world, ws, action):
+    kind, *args = action
+    pick = lambda i: world.workspaces()[i % len(world.workspaces())]  # noqa: E731
+    if kind == "has_blob":
+        assert call(world, ws.has_blob, args[0]) in (None, True, False)
+    elif kind == "contains":
+        call(world, lambda n: n in ws, args[0])
+    elif kind == "get_blob":
+        blob = call(world, ws.get_blob, args[0])
+        assert blob is None or isinstance(blob, so.Blob)
+    elif kind in ("fetch_blob", "getitem"):
+        call(world, ws.fetch_blob if kind == "fetch_blob" else ws.__getitem__, args[0])
+    elif kind in ("create_blob", "create_local_blob"):
+        blob = call(world, getattr(ws, kind), args[0])
+        if blob is not None:
+            assert ws.get_blob(plain(args[0])) is blob
+            if kind == "create_local_blob":
+                assert plain(args[0]) in ws.local_blobs()
+    elif kind in ("feed_blob", "setitem"):
+        name, value = args
+        world.fed.append(value)
+        method = ws.feed_blob if kind == "feed_blob" else ws.__setitem__
+        before_ok = isinstance(name, str) and name and not isinstance(value, so.Blob)
+        call(world, method, name, value)
+        if before_ok and ws.get_blob(plain(name)) is not None \
+                and not ws.get_blob(plain(name)).is_empty():
+            assert ws.fetch_blob(plain(name)) is value
+    elif kind == "remove_blob":
+        call(world, ws.remove_blob, args[0])
+    elif kind == "delitem":
+        call(world, ws.__delitem__, args[0])
+    elif kind == "rename_blob":
+        old, new = args
+        blob = call(world, ws.rename_blob, old, new)
+        if blob is not None:
+            assert ws.get_blob(plain(new)) is blob and plain(old) not in ws.local_blobs()
+    elif kind == "add_blob_mapping":
+        parent = pick(args[0])
+        requested, skip = args[1], args[2]
+        pairs = _pairs_or_none(requested)
+        before = world.snapshot()
+        call(world, ws.add_blob_mapping, parent, requested, skip)
+        if pairs is not None and world.snapshot() != before:
+            bound_as_requested(ws, parent, pairs)
+    elif kind == "copy_forwarded_tensors":
+        call(world, ws.copy_forwarded_tensors, args[0])
+    elif kind == "new_shared":
+        new = call(world, so.Workspace, args[0])
+        if new is not None:
+            assert args[0] is None or new.shared is args[0]
+    elif kind == "from_bindings":
+        parent = pick(args[0])
+        requested = args[1]
+        pairs = _pairs_or_none(requested)
+        new = call(world, so.Workspace.from_bindings, parent, requested)
+        if new is not None:
+            world.extra.append(new)
+            if pairs is not None:
+                bound_as_requested(new, parent, pairs)
+                assert set(new.forwarded_blobs()) == {plain(i) for i, _ in pairs}
+    elif kind == "from_bindings_junk_parent":
+        call(world, so.Workspace.from_bindings, *args)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+def _pairs_or_none(requested):
+    """The (inner, outer) pairs of well-formed bindings of str names, else None."""
+    if isinstance(requested, dict):
+        pairs = list(requested.items())
+    elif isinstance(requested, list) and all(isinstance(p, tuple) for p in requested):
+        pairs = list(requested)
+    else:
+        return None
+    if all(len(p) == 2 and all(isinstance(n, str) and len(plain(n)) for n in p) for p in pairs):
+        return pairs
+    return None
+
+
+@FUZZ
+@given(st.integers(0, 5), st.lists(workspace_actions, min_size=1, max_size=12))
+def test_workspace_methods_with_arbitrary_arguments_raise_only_documented_errors(which, actions):
+    world = World()
+    for action in actions:
+        ws = world.workspaces()[which % len(world.workspaces())]
+        do_workspace_action(world, ws, action)
+    world.check()
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["x", "y"]), st.sampled_from(NAME_POOL)),
+                min_size=1, max_size=8))
+def test_names_given_as_str_subclasses_behave_as_their_plain_str(pairs):
+    ws = so.Workspace()
+    values = {}
+    for _, name in pairs:
+        value = Sentinel(name)
+        with armed():
+            ws.feed_blob(EvilStr(name), value)
+        values[name] = value
+    assert sorted(ws.blobs()) == sorted(values)
+    for name, value in values.items():
+        with armed():
+            found = ws.fetch_blob(EvilStr(name)), EvilStr(name) in ws
+        assert found == (value, True)
+        assert all(type(n) is str for n in ws.local_blobs())
+    requested = {EvilStr(n): EvilStr(n) for n in values}
+    with armed():
+        child = so.Workspace.from_bindings(ws, requested)
+    assert all(type(n) is str and type(o) is str
+               for n, (_, o) in child.forwarded_blobs().items())
+    for name, value in values.items():
+        assert child.fetch_blob(name) is value
+
+
+def test_a_str_subclass_name_whose_len_raises_is_used_as_its_plain_str():
+    """docs/caffe2.md: names are str, subclasses accepted and stored as plain str; the
+    core must not depend on a subclass's overridden methods (here __len__)."""
+
+    class LenRaisingStr(str):
+        def __len__(self):
+            raise NameMethodCalled("__len__ of a str-subclass name")
+
+    class LenZeroStr(str):
+        def __len__(self):
+            return 0
+
+    ws = so.Workspace()
+    ws.feed_blob("v", 1)
+    assert ws.has_blob(LenRaisingStr("v"))
+    assert ws.fetch_blob(LenZeroStr("v")) == 1
+
+
+# -- WorkspaceStack --------------------------------------------------------------------------
+
+
+stack_actions = st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 5), bindings),
+    st.tuples(st.just("push_junk"), junk, bindings),
+    st.tuples(st.just("pop"), st.integers(0, 5), bindings),
+    st.tuples(st.just("pop_junk"), junk, bindings),
+    st.tuples(st.just("reuse"), st.integers(0, 5), bindings),
+    st.tuples(st.just("reuse_junk"), junk, bindings),
+    st.tuples(st.just("clear")), st.tuples(st.just("release")),
+    st.tuples(st.just("debug"), junk),
+    st.tuples(st.just("check_bindings_match"), bindings, bindings),
+    st.tuples(st.just("new_stack"), junk),
+    st.tuples(st.just("feed_top"), names, junk),
+    st.tuples(st.just("fetch_top"), names),
+)
+
+
+def do_stack_action(world, action):
+    kind, *args = action
+    stack = world.stack
+
+    def pick(i):
+        parents = [world.root, world.shared_child, world.bound_child]
+        if stack.top is not None:
+            parents.append(stack.top)
+        return parents[i % len(parents)]
+    if kind == "push":
+        parent, requested = pick(args[0]), args[1]
+        pairs = _pairs_or_none(requested)
+        depth = len(stack)
+        ws = call(world, stack.push_forward_workspace, parent, requested)
+        if ws is not None:
+            assert len(stack) == depth + 1 and stack.top is ws
+            assert type(ws) is type(parent)
+            if pairs is not None:
+                bound_as_requested(ws, parent, pairs)
+        elif pairs is not None and not stack.debug and all(parent.has_blob(plain(o)) for _, o in pairs) and \
+                len({plain(i) for i, _ in pairs}) == len({(plain(i), plain(o)) for i, o in pairs}):
+            raise AssertionError(f"push of valid bindings {pairs!r} was refused")
+    elif kind == "push_junk":
+        call(world, stack.push_forward_workspace, *args)
+    elif kind == "pop":
+        depth = len(stack)
+        top = stack.top
+        ws = call(world, stack.pop_gradient_workspace, pick(args[0]), args[1])
+        if ws is not None:
+            assert ws is top and len(stack) == depth - 1
+    elif kind == "pop_junk":
+        call(world, stack.pop_gradient_workspace, *args)
+    elif kind == "reuse":
+        depth = len(stack)
+        call(world, stack.reuse_last_forward_workspace, pick(args[0]), args[1])
+        assert len(stack) == depth
+    elif kind == "reuse_junk":
+        call(world, stack.reuse_last_forward_workspace, *args)
+    elif kind == "clear":
+        capacity = stack.capacity
+        call(world, stack.clear)
+        assert stack.empty() and len(stack) == 0 and stack.capacity == capacity
+    elif kind == "release":
+        depth, capacity = len(stack), stack.capacity
+        freed = call(world, stack.release)
+        assert freed == capacity - depth and stack.capacity == depth
+    elif kind == "debug":
+        def set_debug(value):
+            stack.debug = value
+        call(world, set_debug, args[0])
+        assert stack.debug in (True, False)
+    elif kind == "check_bindings_match":
+        call(world, so.WorkspaceStack.check_bindings_match, *args)
+    elif kind == "new_stack":
+        new = call(world, so.WorkspaceStack, args[0])
+        if new is not None:
+            new.check_stack()
+            assert new.empty() and new.capacity == 0
+    elif kind == "feed_top":
+        if stack.top is not None:
+            world.fed.append(args[1])
+            call(world, stack.top.feed_blob, *args)
+    elif kind == "fetch_top":
+        if stack.top is not None:
+            call(world, stack.top.fetch_blob, args[0])
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+@FUZZ
+@given(st.booleans(), st.lists(stack_actions, min_size=1, max_size=15))
+def test_stack_methods_with_arbitrary_arguments_raise_only_documented_errors(debug, actions):
+    world = World()
+    world.stack.debug = debug
+    for action in actions:
+        do_stack_action(world, action)
+    world.check()
+    world.stack.debug = False
+    while world.stack.pop_gradient_workspace(world.root) is not None:
+        pass
+    world.stack.clear()
+    world.stack.release()
+    world.stack.check_stack()
+
+
+def test_push_with_str_subclass_bindings_never_reuses_other_bindings():
+    """A dormant workspace bound to a -> x must not be reused as is for a -> y (nor for a
+    -> a missing name) because the requested names are a str subclass whose __eq__ says
+    "equal": the core compares plain str copies."""
+
+    class EqualsEverything(str):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = str.__hash__
+
+    root = so.Workspace()
+    root.feed_blob("x", "value of x")
+    root.feed_blob("y", "value of y")
+    stack = so.WorkspaceStack()
+    stack.push_forward_workspace(root, {"a": "x"})
+    stack.pop_gradient_workspace(root)
+    child = stack.push_forward_workspace(root, {"a": EqualsEverything("y")})
+    assert child.fetch_blob("a") == "value of y"
+    assert child.forwarded_blobs()["a"] == (root, "y")
+    stack.pop_gradient_workspace(root)
+    with pytest.raises(so.BindingError, match="Invalid parent workspace blob: missing"):
+        stack.push_forward_workspace(root, {"a": EqualsEverything("missing")})
+
+
+def test_push_with_str_subclass_bindings_never_runs_their_eq():
+    root = so.Workspace()
+    root.feed_blob("x", 1)
+    stack = so.WorkspaceStack()
+    stack.push_forward_workspace(root, {"a": "x"})
+    stack.pop_gradient_workspace(root)
+    with armed():
+        child = stack.push_forward_workspace(root, {"a": EvilStr("x")})
+    assert child.fetch_blob("a") == 1
+
+
+# -- Blob --------------------------------------------------------------------------------------
+
+
+small_shapes = st.one_of(
+    st.integers(0, 6), st.lists(st.integers(0, 4), max_size=4),
+    st.lists(st.integers(0, 4), max_size=4).map(tuple),
+    st.tuples(st.integers(0, 3), st.sampled_from([np.int64(2), np.uint8(1), True])))
+shapes = st.one_of(small_shapes, small_shapes, junk,
+                   st.sampled_from([(2**62,), (2**31, 2**31, 4), (2**63,), (2**64,), (-1,),
+                                    (3, -2), [2**100], 2**70, -5, (1,) * 65, np.array([2, 3])]))
+dtypes = st.one_of(
+    st.sampled_from(["float32", "float64", "int8", "uint64", "bool", "complex64", "float16",
+                     ">f8", "<i4", np.float32, np.int16, np.bool_, np.dtype("f8"), float, int,
+                     bool, complex, "U3", "S2", "O", object, "M8[s]", "f4,i4", "Tensor",
+                     so.type_meta("float32"), so.type_meta(str), None]), junk)
+blob_actions = st.one_of(
+    st.tuples(st.just("set"), junk), st.tuples(st.just("get"), junk),
+    st.tuples(st.just("is_type"), junk), st.tuples(st.just("tensor"), shapes, dtypes),
+    st.tuples(st.just("reset")), st.tuples(st.just("read")),
+)
+
+
+def do_blob_action(world, action):
+    kind, *args = action
+    blob = world.blob
+    if kind == "set":
+        world.fed.append(args[0])
+        call(world, blob.set, args[0])
+        if not isinstance(args[0], so.Blob):
+            assert blob.get() is args[0]
+            if not isinstance(args[0], (np.ndarray, np.generic)):
+                assert blob.meta is so.type_meta(type(args[0]))
+    elif kind == "get":
+        call(world, blob.get, args[0], type_spec=True)
+    elif kind == "is_type":
+        assert call(world, blob.is_type, args[0], type_spec=True) in (None, True, False)
+    elif kind == "tensor":
+        shape, dtype = args
+        huge = requested_bytes(shape, dtype) > HUGE
+        out = call(world, blob.tensor, shape, dtype, type_spec=True,
+                   documented=DOCUMENTED + ((MemoryError,) if huge else ()))
+        if out is not None:
+            assert blob.get() is out and blob.meta.name == "Tensor"
+            assert out.dtype == (dtype.dtype if isinstance(dtype, so.TypeMeta) else np.dtype(dtype))
+            assert out.nbytes <= blob.nbytes
+    elif kind == "reset":
+        call(world, blob.reset)
+        assert blob.is_empty() and blob.meta is None
+    elif kind == "read":
+        blob.meta, blob.is_empty(), blob.dtype, blob.shape, blob.nbytes, repr(blob)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+@FUZZ
+@given(st.lists(blob_actions, min_size=1, max_size=10))
+def test_blob_methods_with_arbitrary_arguments_raise_only_documented_errors(actions):
+    world = World()
+    world.blob = world.root.create_blob("t")
+    for action in actions:
+        do_blob_action(world, action)
+    world.check()
+
+
+@FUZZ_SMALL
+@given(shapes, dtypes)
+def test_tensor_with_arbitrary_shape_and_dtype_is_refused_before_any_change(shape, dtype):
+    blob = so.Blob()
+    first = blob.tensor((2, 3), "float32")
+    first[...] = 7
+    huge = requested_bytes(shape, dtype) > HUGE
+    try:
+        out = blob.tensor(shape, dtype)
+    except (*DOCUMENTED, HostileError, NameMethodCalled) + ((MemoryError,) if huge else ()):
+        assert blob.get() is first and first.shape == (2, 3) and (first == 7).all()
+        return
+    assert blob.get() is out and out.dtype.kind in "biufc"
+
+
+def test_huge_tensor_shapes_are_refused_with_value_or_overflow_error_not_memory_error():
+    for shape in [(2**62,), (2**31, 2**31, 4), (2**63,), (2**64,), 2**70]:
+        with pytest.raises((ValueError, OverflowError)):
+            so.Blob().tensor(shape, "float64")
+
+
+# -- known types -----------------------------------------------------------------------------
+
+
+@FUZZ
+@given(junk)
+def test_type_meta_of_arbitrary_values_is_a_stable_meta(spec):
+    try:
+        meta = so.type_meta(spec)
+    except (*DOCUMENTED, HostileError, NameMethodCalled):
+        return
+    assert isinstance(meta, so.TypeMeta)
+    assert so.type_meta(spec) is meta
+    assert so.type_meta(meta) is meta
+    assert meta in so.known_types()
+    assert hash(meta) == meta.id and meta == meta
+    assert isinstance(meta.name, str) and isinstance(meta.itemsize, int)
+
+
+_fresh_classes = iter(type(f"Fuzzed{i}", (), {}) for i in range(10**6))
+
+
+@FUZZ
+@given(st.one_of(st.none(), names, junk), st.booleans())
+def test_register_known_type_with_arbitrary_names_is_idempotent_or_refused(name, junk_class):
+    cls = next(_fresh_classes)
+    target = name if junk_class else cls
+    count = len(so.known_types())
+    try:
+        meta = so.register_known_type(target, name)
+    except (*DOCUMENTED, HostileError):
+        if not junk_class:
+            assert len(so.known_types()) == count, "a refused registration registered"
+        return
+    assert isinstance(target, type)
+    assert so.register_known_type(target) is meta
+    assert so.type_meta(target) is meta
+    if isinstance(name, str) and name:
+        assert meta.name == plain(name)
+    assert meta in so.known_types()
+
+
+def test_register_known_type_refuses_junk_without_registering_anything():
+    count = len(so.known_types())
+    for pytype, name in [(3, None), ("int", None), (None, None), (int, 5), (int, ""),
+                         (type("Fresh", (), {}), ""), (type("Fresh", (), {}), b"x")]:
+        with pytest.raises((TypeError, ValueError)):
+            so.register_known_type(pytype, name)
+    assert len(so.known_types()) == count
+
+
+# -- failures in the middle of feed ---------------------------------------------------------
+
+
+def test_feed_of_a_value_whose_type_cannot_be_registered_creates_no_blob():
+    """Errors are raised before any state changes: a value that cannot be typed must not
+    leave an empty blob behind."""
+
+    class HostileModule(type):
+        @property
+        def __module__(cls):
+            raise HostileError("__module__")
+
+    class Untypable(metaclass=HostileModule):
+        pass
+
+    ws = so.Workspace()
+    with pytest.raises(HostileError):
+        ws.feed_blob("v", Untypable())
+    assert ws.blobs() == [] and ws.get_blob("v") is None
+
+
+# -- objects that lie about their class ------------------------------------------------------
+
+
+def run_in_subprocess(script):
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=PACKAGE_PARENT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_value_claiming_to_be_an_ndarray_is_not_treated_as_a_tensor():
+    """isinstance() believes __class__: a value that only claims to be an ndarray must
+    not be handled as one by the C code (copy_forwarded_tensors reads its memory as an
+    array's and crashes the interpreter)."""
+    proc = run_in_subprocess(r"""
+        import numpy as np, scopeops as so
+
+        class FakeArray(bytes):
+            @property
+            def __class__(self):
+                return np.ndarray
+            dtype = np.dtype("float64")
+            shape = (4,)
+
+        fake = FakeArray(b"\x01" * 64)
+        root = so.Workspace()
+        root.feed_blob("x", fake)
+        child = so.Workspace.from_bindings(root, {"x": "x"})
+        try:
+            child.copy_forwarded_tensors(["x"])
+        except (so.ScopeError, TypeError, ValueError) as exc:
+            print("refused:", type(exc).__name__)
+        blob = so.Blob()
+        blob.set(fake)
+        print("meta:", blob.meta.name, "dtype:", blob.dtype)
+    """)
+    assert proc.returncode == 0, f"crashed with {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "meta: Tensor" not in proc.stdout, proc.stdout
+
+
+# -- the operator layer ----------------------------------------------------------------------
+
+OPDEF_KEYS = ["type", "inputs", "outputs", "name", "args", "is_gradient_op"]
+json_junk = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=True),
+              st.text(max_size=5), st.sampled_from(NAME_POOL + ["Copy", "Add", "Do", "If"])),
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(st.text(max_size=4), children, max_size=3)),
+    max_leaves=6)
+field_values = st.one_of(json_junk, json_junk, junk,
+                         st.lists(st.sampled_from(NAME_POOL), max_size=3),
+                         st.sampled_from(so.ops.registered_operators()))
+opdef_dicts = st.dictionaries(st.one_of(st.sampled_from(OPDEF_KEYS), st.text(max_size=4)),
+                              field_values, max_size=6)
+
+
+@FUZZ
+@given(st.one_of(opdef_dicts, junk))
+def test_operatordef_from_a_junk_dict_raises_only_documented_errors(d):
+    try:
+        op = so.OperatorDef.from_dict(d)
+    except (*OPERATOR_DOCUMENTED, HostileError):
+        return
+    again = so.OperatorDef.from_dict(op.to_dict())
+    assert again.type == op.type and again.inputs == op.inputs and again.outputs == op.outputs
+    str(op), repr(op)
+
+
+@FUZZ
+@given(st.one_of(
+    st.dictionaries(st.sampled_from(["name", "ops", "external_inputs", "external_outputs", "x"]),
+                    st.one_of(field_values, st.lists(opdef_dicts, max_size=3)), max_size=4),
+    junk))
+def test_netdef_from_a_junk_dict_raises_only_documented_errors(d):
+    try:
+        net = so.NetDef.from_dict(d)
+    except (*OPERATOR_DOCUMENTED, HostileError):
+        return
+    assert so.NetDef.from_dict(net.to_dict()) == net
+    str(net)
+
+
+def _sub_nets():
+    copy = so.Net("copy_sub")
+    copy.Copy(["a"], ["b"])
+    broken = so.Net("broken_sub")
+    broken.Copy(["x"], ["made_by_broken"])
+    broken.Copy(["not_there"], ["never"])
+    return [so.NetDef(name="empty_sub"), copy.netdef, broken.netdef]
+
+
+SUB_NETS = _sub_nets()
+WS_NAMES = ["x", "y", "m", "cond", "i", "scope", "s", "missing", "out", "x"]
+arg_values = st.one_of(
+    st.sampled_from([-1, 0, 1, 2, 2**63, 2**100, 0.5, float("nan"), True, False, "float32",
+                     "int32", "bool", "garbage", "", [2, 3], [3], [], [-1], [2**63], (1, 3),
+                     [0, 1], [1.0, 2.0, 3.0], ["a", "b"], None]),
+    json_junk, hostile)
+op_args = st.dictionaries(
+    st.sampled_from(["shape", "value", "dtype", "values", "to", "exponent", "scale", "axis",
+                     "average", "trans_a", "trans_b", "net", "inner_blobs", "outer_blobs_idx",
+                     "reuse_workspace", "copy_external_blobs", "then_net", "else_net",
+                     "loop_net", "cond_net", "bogus"]),
+    arg_values, max_size=4)
+
+
+def op_workspace():
+    ws = so.Workspace()
+    ws.feed_blob("x", np.array([1.0, 2.0, 3.0]))
+    ws.feed_blob("y", np.array([0.5, -1.0, 2.0]))
+    ws.feed_blob("m", np.arange(6.0).reshape(2, 3))
+    ws.feed_blob("cond", np.array([True]))
+    ws.feed_blob("i", np.array([1, 2, 3], dtype=np.int32))
+    ws.feed_blob("scope", so.WorkspaceStack())
+    ws.feed_blob("s", "a string")
+    return ws
+
+
+def ws_state(ws):
+    return {name: (id(ws.get_blob(name)),
+                   None if ws.get_blob(name).is_empty() else id(ws.fetch_blob(name)))
+            for name in ws.local_blobs()}
+
+
+EXISTING = ["x", "y", "m", "cond", "i", "s"]
+
+
+@st.composite
+def operator_defs(draw):
+    """Wild definitions (any counts, names, arguments), or ones that follow the schema's
+    counts and argument names with arbitrary values, so that building gets further."""
+    op_type = draw(st.one_of(st.sampled_from(so.ops.registered_operators()),
+                             st.sampled_from(["Do", "If", "While", "CreateScope", "HasScope"])))
+    if draw(st.booleans()):
+        inputs = draw(st.lists(st.sampled_from(WS_NAMES), max_size=4))
+        outputs = draw(st.lists(st.sampled_from(WS_NAMES), max_size=3))
+        args = draw(op_args)
+    else:
+        schema = so.ops.schema(op_type)
+        n_in = draw(st.integers(schema.min_inputs, min(schema.max_inputs, schema.min_inputs + 2)))
+        n_out = draw(st.integers(schema.min_outputs,
+                                 min(schema.max_outputs, schema.min_outputs + 2)))
+        inputs = draw(st.lists(st.sampled_from(EXISTING), min_size=n_in, max_size=n_in))
+        outputs = draw(st.lists(st.sampled_from(["out", "out2", "x", "new"]),
+                                min_size=n_out, max_size=n_out))
+        names = sorted(schema.args)
+        args = draw(st.dictionaries(st.sampled_from(names), arg_values, max_size=3)) \
+            if names else {}
+    if op_type == "If" and draw(st.booleans()):
+        inputs = ["cond"] + inputs
+    if op_type in ("Do", "If") and draw(st.integers(0, 3)):
+        for key in ("net", "then_net", "else_net"):
+            if key in so.ops.schema(op_type).args and draw(st.integers(0, 3)):
+                args[key] = draw(st.sampled_from(SUB_NETS))
+            elif key == "else_net":
+                args.pop(key, None)
+    if op_type == "Do" and draw(st.booleans()):
+        inputs = inputs + ["scope"]
+        outputs = outputs + ["scope"]
+    return op_type, inputs, outputs, args, draw(st.booleans())
+
+
+@FUZZ
+@given(operator_defs())
+def test_building_a_malformed_operator_raises_documented_errors_and_changes_nothing(spec):
+    op_type, inputs, outputs, args, is_gradient = spec
+    ws = op_workspace()
+    try:
+        op = so.create_operator(op_type, inputs, outputs, is_gradient_op=is_gradient, **args)
+    except (*OPERATOR_DOCUMENTED, HostileError):
+        return
+    net = so.NetDef(name="fuzzed", ops=[op])
+    before = ws_state(ws)
+    try:
+        executor = ws.create_net(net)
+    except (*OPERATOR_DOCUMENTED, HostileError):
+        assert ws_state(ws) == before, f"a failed build of {op} changed the workspace"
+        assert ws.get_net("fuzzed") is None
+        return
+    assert ws.get_net("fuzzed") is executor
+    if op_type == "While":
+        return   # a While with a true condition and a net that never changes it never ends
+    for _ in range(2):
+        try:
+            ws.run_net("fuzzed")
+        except OPERATOR_DOCUMENTED:
+            pass
+    stack = ws.get_blob("scope").get() if not ws.get_blob("scope").is_empty() else None
+    if isinstance(stack, so.WorkspaceStack):
+        stack.check_stack()
+
+
+@FUZZ_SMALL
+@given(st.sampled_from(so.ops.registered_operators()), junk, junk, op_args)
+def test_create_operator_with_junk_inputs_outputs_raises_only_documented_errors(
+        op_type, inputs, outputs, args):
+    try:
+        so.create_operator(op_type, inputs, outputs, **args)
+    except (*OPERATOR_DOCUMENTED, HostileError):
+        pass
+    try:
+        so.create_operator(inputs if isinstance(inputs, str) else "NotAnOp", ["x"], ["y"])
+    except (*OPERATOR_DOCUMENTED, HostileError):
+        pass
+
+
+def test_a_net_whose_second_operator_cannot_be_built_creates_no_outputs():
+    ws = so.Workspace()
+    ws.feed_blob("x", np.ones(2))
+    net = so.Net("two")
+    net.Copy(["x"], ["y"])
+    net.Copy(["nope"], ["z"])
+    with pytest.raises(so.OperatorError, match="non-existing input blob: nope"):
+        ws.create_net(net)
+    assert ws.local_blobs() == ["x"]
+
+
+def test_an_if_whose_branch_cannot_be_built_creates_no_outputs():
+    ws = so.Workspace()
+    ws.feed_blob("c", np.array([True]))
+    ws.feed_blob("x", np.ones(2))
+    then = so.Net("then")
+    then.Copy(["x"], ["t1"])
+    then.Copy(["missing"], ["t2"])
+    net = so.Net("outer")
+    net.add_op("If", ["c"], ["out"], then_net=then)
+    with pytest.raises(so.OperatorError, match="non-existing input blob: missing"):
+        ws.create_net(net)
+    assert sorted(ws.local_blobs()) == ["c", "x"]
+
+
+def test_operator_with_unknown_argument_or_wrong_argument_type_is_refused_unchanged():
+    for args in [{"bogus": 1}, {"scale": "big"}, {"scale": True}]:
+        ws = op_workspace()
+        before = ws_state(ws)
+        with pytest.raises(so.OperatorError):
+            ws.run_operator_once(so.create_operator("Scale", ["x"], ["scaled"], **args))
+        assert ws_state(ws) == before
+
+
+def test_operator_with_a_wrong_number_of_inputs_is_refused_unchanged():
+    for inputs in [[], ["x", "y"], ["x", "y", "m"]]:
+        ws = op_workspace()
+        before = ws_state(ws)
+        with pytest.raises(so.OperatorError):
+            ws.run_operator_once(so.create_operator("Relu", inputs, ["r"]))
+        assert ws_state(ws) == before
