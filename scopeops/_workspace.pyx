@@ -413,10 +413,8 @@ cdef class Workspace:
         cdef list to_add = []
         cdef str inner
         cdef str outer
+        _check_outer_blobs(parent, bindings)
         for inner, outer in bindings.items():
-            if _find(parent, outer) is None:
-                raise BindingError(f"Invalid parent workspace blob: {outer} "
-                                   f"(bound to inner name {inner})")
             current = self._forwarded.get(inner)
             if current is not None:
                 if (<_Forward>current).parent is not parent or (<_Forward>current).outer != outer:
@@ -462,12 +460,9 @@ cdef class Workspace:
         the same parent and bindings the other forwardings stay (Caffe2), with
         different ones the forwardings become exactly the requested ones.
         """
+        _check_outer_blobs(parent, bindings)
         cdef str inner
         cdef str outer
-        for inner, outer in bindings.items():
-            if _find(parent, outer) is None:
-                raise BindingError(f"Invalid parent workspace blob: {outer} "
-                                   f"(bound to inner name {inner})")
         if self._bound_parent is parent and self._bound_exact and \
                 (bindings is self._bound or bindings == self._bound):
             return 0
@@ -517,6 +512,16 @@ cdef class Workspace:
             A forwarded parent blob no longer exists.
         """
         _copy_forwarded(self, names)
+
+
+cdef int _check_outer_blobs(Workspace parent, dict bindings) except -1:
+    """BindingError (``Invalid parent workspace blob: <outer>``) unless every outer
+    name of ``bindings`` resolves in ``parent``."""
+    for inner, outer in bindings.items():
+        if _find(parent, <str>outer) is None:
+            raise BindingError(f"Invalid parent workspace blob: {outer} "
+                               f"(bound to inner name {inner})")
+    return 0
 
 
 cdef bint c_same_bindings(object bindings, dict bound):
@@ -666,12 +671,9 @@ cdef bint _recyclable(Blob blob):
 
 
 cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
+    _check_outer_blobs(parent, bindings)
     cdef str inner
     cdef str outer
-    for inner, outer in bindings.items():
-        if _find(parent, outer) is None:
-            raise BindingError(f"Invalid parent workspace blob: {outer} "
-                               f"(bound to inner name {inner})")
     cdef Workspace child = cls.__new__(cls)
     child._initialised = True
     for inner, outer in bindings.items():
