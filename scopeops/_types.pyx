@@ -6,6 +6,8 @@ an id that is stable for the life of the process.
 """
 
 cimport cython
+import warnings
+
 import numpy as np
 
 from scopeops._types cimport DTypeCode
@@ -147,7 +149,11 @@ cdef TypeMeta c_dtype_meta(object dtype_spec):
         if meta is not None:
             return meta
     try:
-        dt = np.dtype(dtype_spec)
+        with warnings.catch_warnings():
+            # Probing whether a value names a dtype must not warn about numpy's
+            # deprecated aliases (a string given to type_meta may not mean a dtype).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dt = np.dtype(dtype_spec)
     except Exception as exc:
         raise TypeError(f"not a dtype: {dtype_spec!r}") from exc
     meta = _meta_for_dtype(dt)
