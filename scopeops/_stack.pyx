@@ -113,9 +113,10 @@ cdef class WorkspaceStack:
         if self.debug:
             self._debug_check(parent, bindings, self._debug_bindings)
         nxt = self._top + 1
+        graveyard = []   # what the rebind drops dies after the push is complete
         if nxt < self._count:
             ws = <Workspace>self._slots[nxt]
-            ws.c_rebind(parent, bindings)
+            ws.c_rebind(parent, bindings, graveyard)
         else:
             ws = parent.c_new_child(bindings)
             self._append(ws)
@@ -124,6 +125,7 @@ cdef class WorkspaceStack:
             self._debug_parent = parent
             if not self._debug_bindings:
                 self._debug_bindings = bindings
+        del graveyard
         return ws
 
     @cython.critical_section

@@ -6,6 +6,7 @@ an id that is stable for the life of the process.
 """
 
 cimport cython
+import threading
 import warnings
 
 import numpy as np
@@ -102,10 +103,24 @@ cdef TypeMeta _meta_for_dtype(object dt):
     return meta
 
 
+cdef object _registry_lock = threading.RLock()
+
+
 cdef TypeMeta _meta_for_class(type cls, str name):
     cdef TypeMeta meta = _by_pytype.get(cls)
     if meta is not None:
         return meta
+    # Naming a class can run Python code (a metaclass's __module__): register under
+    # a lock and look again, so threads seeing a class first share one meta.
+    with _registry_lock:
+        meta = _by_pytype.get(cls)
+        if meta is not None:
+            return meta
+        return _register_class(cls, name)
+
+
+cdef TypeMeta _register_class(type cls, str name):
+    cdef TypeMeta meta
     if name is None:
         if cls.__module__ == "builtins":
             name = cls.__qualname__

@@ -14,13 +14,14 @@ cdef class Workspace:
     cdef bint _bound_exact      # every bound forward is in place and no local hides one
     cdef unsigned long long _bound_checked_at   # epoch + 1 when the outer blobs were last seen
     cdef bint _initialised
+    cdef bint _is_shared_parent # some workspace reads through to this one
     cdef dict _spare_buffers    # name -> byte buffer of a removed snapshot, for reuse
     cdef object __weakref__
 
     cdef Blob c_find(self, str name)
     cdef Blob c_create_blob(self, str name)
     cdef Blob c_create_local_blob(self, str name)
-    cdef int c_rebind(self, Workspace parent, dict bindings) except -1
+    cdef int c_rebind(self, Workspace parent, dict bindings, list graveyard) except -1
     cdef int c_add_blob_mapping(self, Workspace parent, dict bindings,
                                 bint skip_defined_blobs) except -1
     cdef Workspace c_new_child(self, dict bindings)

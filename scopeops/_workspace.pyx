@@ -188,6 +188,18 @@ cdef class Workspace:
             raise TypeError("a Workspace is initialised once")
         if shared is not None and not isinstance(shared, Workspace):
             raise TypeError(f"shared must be a Workspace or None, not {type(shared).__name__}")
+        cdef Workspace up
+        if shared is not None:
+            if self._is_shared_parent or shared is self:
+                # Only a workspace already read through by others (made with __new__
+                # and initialised late) can close a cycle: walk up to check.
+                up = <Workspace>shared
+                while up is not None:
+                    if up is self:
+                        raise BindingError("shared would make a cycle of read-through "
+                                           "parents back to this workspace")
+                    up = up._shared
+            (<Workspace>shared)._is_shared_parent = True
         self._shared = shared
         self._initialised = True
         _bump_epoch()
@@ -451,7 +463,7 @@ cdef class Workspace:
         self.c_add_blob_mapping(parent_ws, c_normalize_bindings(bindings),
                                 bool(skip_defined_blobs))
 
-    cdef int c_rebind(self, Workspace parent, dict bindings) except -1:
+    cdef int c_rebind(self, Workspace parent, dict bindings, list graveyard) except -1:
         """Make a reused stack workspace bound exactly as requested.
 
         The fast path (same parent, equal bindings, nothing disturbed) changes
@@ -479,7 +491,9 @@ cdef class Workspace:
             if current is None or (<_Forward>current).parent is not parent \
                     or (<_Forward>current).outer != outer:
                 new_forwarded[inner] = _new_forward(parent, outer)
-        old_forwarded, old_blobs = self._forwarded, self._blobs
+        # The old dicts (and removed blobs) die in the caller, once the stack is
+        # consistent: a value's __del__ may run Python code that uses the stack.
+        graveyard.append((self._forwarded, self._blobs))
         self._forwarded, self._blobs = new_forwarded, new_blobs
         if spares:
             if self._spare_buffers is None:
@@ -584,14 +598,16 @@ cdef Blob _feed(Workspace ws, str key, object value):
 cdef inline Blob _find(Workspace ws, str name):
     """The blob ``name`` resolves to from ``ws``, or None: local, forwarded, shared.
 
-    Forwards resolve lazily (a parent's later changes are always seen); the first
-    forward on the path memoises its result until the structure epoch moves, and
-    any valid memo met on the way ends the walk, so chains cost O(1) amortised.
+    Forwards resolve lazily (a parent's later changes are always seen); every
+    forward walked memoises the result until the structure epoch moves, and a
+    valid memo met on the way ends the walk, so chains cost O(1) amortised from
+    any depth.
     Removing a blob can close a forwarding cycle; Brent's cycle detection ends
     the walk there (not found) in O(1) memory.
     """
     cdef PyObject* found
     cdef _Forward first = None
+    cdef list walked = None             # forwards after the first (rare: chains)
     cdef _Forward fwd
     cdef Blob blob
     cdef PyObject* seen_ws = NULL       # Brent's saved state (ws, name)
@@ -612,6 +628,10 @@ cdef inline Blob _find(Workspace ws, str name):
                     break
                 if first is None:
                     first = fwd
+                else:
+                    if walked is None:
+                        walked = []
+                    walked.append(fwd)
                 ws = fwd.parent
                 name = fwd.outer
                 if <PyObject*>ws == seen_ws and <PyObject*>name == seen_name:
@@ -630,6 +650,10 @@ cdef inline Blob _find(Workspace ws, str name):
     if first is not None:
         first.resolved = blob
         first.resolved_at = _epoch + 1
+        if walked is not None:      # every forward walked: O(1) later from any depth
+            for fwd in walked:
+                fwd.resolved = blob
+                fwd.resolved_at = _epoch + 1
     return blob
 
 
@@ -644,12 +668,13 @@ cdef str _not_found_message(Workspace ws, str name):
     return f"Blob {name} not in the workspace"
 
 
-cdef void _adopt(Blob dst, Blob src):
-    """Move src's value and buffer into dst (src is a fresh, unshared blob)."""
-    old_value, old_buffer = dst._value, dst._buffer
+cdef tuple _adopt(Blob dst, Blob src):
+    """Move src's value and buffer into dst (src is a fresh, unshared blob); returns
+    dst's old value and buffer for the caller to drop once it is consistent."""
+    old = (dst._value, dst._buffer)
     dst._value, dst._buffer, dst._capacity = src._value, src._buffer, src._capacity
     dst._meta, dst._is_tensor, dst._dtype_code = src._meta, src._is_tensor, src._dtype_code
-    del old_value, old_buffer
+    return old
 
 
 cdef extern from "Python.h":
@@ -748,16 +773,18 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         if _find((<_Forward>forward).parent, outer) is not source or \
                 source._value is not array:
             return False
+    graveyard = []   # references dropped here die after the commit, not during it
     for i in range(n):
         name, local = plan[i][0], plan[i][4]
-        del ws._forwarded[name]
+        graveyard.append(ws._forwarded.pop(name))
         if local is None:
             ws._blobs[name] = targets[i]
         else:
             # A local blob already hid the forward: it takes the copy (Caffe2 copies
             # into the blob CreateBlob returns), keeping its identity.
-            _adopt(<Blob>local, <Blob>targets[i])
+            graveyard.append(_adopt(<Blob>local, <Blob>targets[i]))
         if ws._n_bound and name in ws._bound:
             ws._bound_exact = False
     _bump_epoch()
+    del graveyard
     return True

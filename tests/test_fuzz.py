@@ -301,6 +301,11 @@ class World:
                     # A fed value, or an array the core made (tensor(), snapshots).
                     assert id(value) in fed_ids or type(value) is np.ndarray, \
                         f"{name} holds {value!r:.60} which nobody fed"
+            for name in set(NAME_POOL) | set(listed):
+                expected = reference_find(ws, name)
+                assert ws.get_blob(name) is expected, \
+                    f"{name} resolves to {ws.get_blob(name)!r}, the rules say {expected!r}"
+                assert ws.has_blob(name) == (expected is not None) == (name in listed)
             ws.forwarded_blobs()
             ws.nbytes
 
@@ -316,6 +321,25 @@ def requested_bytes(shape, dtype):
 
 
 HUGE = 1 << 30   # a tensor request above this may fail with MemoryError
+
+
+def reference_find(ws, name):
+    """Where ``name`` resolves from ``ws`` by the documented rules, computed from the public
+    listings (no memo): local, then forwarded (dangling: not found, no fall-through; a
+    cycle: not found), then shared."""
+    seen = set()
+    while ws is not None:
+        if name in ws.local_blobs():
+            return ws.get_blob(name)         # a local hit involves no forward memo
+        forward = ws.forwarded_blobs().get(name)
+        if forward is not None:
+            if (id(ws), name) in seen:
+                return None
+            seen.add((id(ws), name))
+            ws, name = forward
+            continue
+        ws = ws.shared
+    return None
 
 
 def call(world, action, *args, documented=DOCUMENTED, type_spec=False):
@@ -370,7 +394,9 @@ workspace_actions = st.one_of(
 
 def do_workspace_action(world, ws, action):
     kind, *args = action
-    pick = lambda i: world.workspaces()[i % len(world.workspaces())]  # noqa: E731
+
+    def pick(i):
+        return world.workspaces()[i % len(world.workspaces())]
     if kind == "has_blob":
         assert call(world, ws.has_blob, args[0]) in (None, True, False)
     elif kind == "contains":
@@ -423,6 +449,8 @@ def do_workspace_action(world, ws, action):
         requested = args[1]
         pairs = _pairs_or_none(requested)
         new = call(world, so.Workspace.from_bindings, parent, requested)
+        if new is None and pairs is not None and valid_bindings(parent, pairs):
+            raise AssertionError(f"from_bindings of valid bindings {pairs!r} was refused")
         if new is not None:
             world.extra.append(new)
             if pairs is not None:
@@ -501,6 +529,31 @@ def test_a_str_subclass_name_whose_len_raises_is_used_as_its_plain_str():
     assert ws.fetch_blob(LenZeroStr("v")) == 1
 
 
+def test_a_workspace_cannot_become_its_own_shared_ancestor():
+    """Workspace.__new__ + __init__(shared=...) can close a shared cycle (a -> b -> a);
+    lookups must still terminate (docs/caffe2.md 6: "Lookups always terminate"), or the
+    cycle must be refused."""
+    proc = run_in_subprocess(r"""
+        import scopeops as so
+        a = so.Workspace.__new__(so.Workspace)
+        b = so.Workspace(shared=a)
+        try:
+            a.__init__(b)
+        except (so.ScopeError, TypeError, ValueError) as exc:
+            print("refused:", exc)
+        print(a.has_blob("x"), b.get_blob("x"), a.blobs(), len(b))
+        c = so.Workspace.__new__(so.Workspace)
+        try:
+            c.__init__(c)
+        except (so.ScopeError, TypeError, ValueError) as exc:
+            print("refused:", exc)
+        print(c.has_blob("x"), "x" in c, c.blobs())
+        print("ok")
+    """, timeout=10)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), \
+        f"exit status {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}"
+
+
 # -- WorkspaceStack --------------------------------------------------------------------------
 
 
@@ -518,6 +571,12 @@ stack_actions = st.one_of(
     st.tuples(st.just("feed_top"), names, junk),
     st.tuples(st.just("fetch_top"), names),
 )
+
+
+def valid_bindings(parent, pairs):
+    """Every outer name visible in ``parent`` and no inner name bound to two outers."""
+    return all(parent.has_blob(plain(outer)) for _, outer in pairs) and \
+        len({plain(i) for i, _ in pairs}) == len({(plain(i), plain(o)) for i, o in pairs})
 
 
 def do_stack_action(world, action):
@@ -539,8 +598,7 @@ def do_stack_action(world, action):
             assert type(ws) is type(parent)
             if pairs is not None:
                 bound_as_requested(ws, parent, pairs)
-        elif pairs is not None and not stack.debug and all(parent.has_blob(plain(o)) for _, o in pairs) and \
-                len({plain(i) for i, _ in pairs}) == len({(plain(i), plain(o)) for i, o in pairs}):
+        elif pairs is not None and not stack.debug and valid_bindings(parent, pairs):
             raise AssertionError(f"push of valid bindings {pairs!r} was refused")
     elif kind == "push_junk":
         call(world, stack.push_forward_workspace, *args)
@@ -800,10 +858,17 @@ def test_feed_of_a_value_whose_type_cannot_be_registered_creates_no_blob():
 # -- objects that lie about their class ------------------------------------------------------
 
 
-def run_in_subprocess(script):
+def run_in_subprocess(script, timeout=60):
+    """Run ``script`` in a fresh interpreter; a hang past ``timeout`` is reported as exit
+    status -9 rather than raised, so that the caller's assertion names it."""
     env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=PACKAGE_PARENT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                              cwd=PACKAGE_PARENT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(exc.cmd, -9, str(exc.stdout or ""),
+                                           f"hung for more than {timeout} s")
 
 
 def test_a_value_claiming_to_be_an_ndarray_is_not_treated_as_a_tensor():

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(so.__file__)))
 def run_script(script, timeout):
     """Run ``script`` in a fresh interpreter that imports this scopeops; return the JSON
     report it prints last. A crash, a hang or a traceback fails the test."""
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=PACKAGE_PARENT,
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (
@@ -88,9 +89,16 @@ def new_value(rng):
         value = (SizedSentinel if SIZED and rng.random() < 0.3 else Sentinel)(tag)
         fed_objects.add(id(value))
     else:
-        value = np.full(rng.choice([(1,), (3,), (2, 2)]), float(tag))
+        kind = rng.random()
+        if kind < 0.1:      # large: copy_forwarded_tensors copies it with the GIL released
+            value = np.full(100_000, float(tag))
+        elif kind < 0.2:    # not contiguous: copied by numpy instead
+            value = np.full((4, 6), float(tag))[:, ::2]
+        else:
+            value = np.full(rng.choice([(1,), (3,), (2, 2)]), float(tag))
         fed_tags.add(float(tag))
-    keep.append(value)         # ids stay unique: nothing fed is ever freed
+    if isinstance(value, Sentinel):
+        keep.append(value)     # ids stay unique: no fed sentinel is ever freed
     return value
 
 
@@ -226,6 +234,22 @@ for t in threads:
 for t in threads:
     t.join()
 
+def reference_find(ws, name):
+    seen = set()
+    while ws is not None:
+        if name in ws.local_blobs():
+            return ws.get_blob(name)
+        forward = ws.forwarded_blobs().get(name)
+        if forward is not None:
+            if (id(ws), name) in seen:
+                return None
+            seen.add((id(ws), name))
+            ws, name = forward
+            continue
+        ws = ws.shared
+    return None
+
+
 final = []
 try:
     stack.check_stack()
@@ -244,6 +268,11 @@ for ws in fixed + extra + stack.workspaces():
                 final.append(f"{name} listed by blobs() but get_blob() is None")
             elif not blob.is_empty():
                 check_value(blob.get(), f"final {name}")
+        for name in NAMES:
+            if ws.get_blob(name) is not reference_find(ws, name):
+                final.append(f"{name} resolves against the rules (stale memo?)")
+            if ws.has_blob(name) != (name in names):
+                final.append(f"has_blob({name}) disagrees with blobs()")
     except BaseException as exc:
         final.append(f"final listing: {type(exc).__name__}: {exc}")
 while stack.pop_gradient_workspace(root) is not None:
@@ -456,3 +485,36 @@ def test_thread_harness_reports_a_crashed_subprocess_as_a_failure():
     """The subprocess harness itself: a hard crash is a failed assertion, not a lost run."""
     with pytest.raises(AssertionError, match="exit status"):
         run_script("import os; os.abort()", timeout=30)
+
+
+def test_threads_storing_a_new_class_for_the_first_time_agree_on_its_meta():
+    """The known-type registry is the single place that maps a class to its meta: two
+    threads registering a class at once must get the same TypeMeta (a class whose
+    metaclass computes __module__ in Python lets the thread switch mid-registration)."""
+
+    class SlowModule(type):
+        @property
+        def __module__(cls):
+            time.sleep(0.0005)      # a thread switch in the middle of registration
+            return "slow_module"
+
+    classes = [SlowModule(f"Fresh{i}", (), {}) for i in range(20)]
+    blobs = {i: [] for i in range(len(classes))}
+    barrier = threading.Barrier(4)
+
+    def worker():
+        barrier.wait()
+        for i, cls in enumerate(classes):
+            blobs[i].append(so.Workspace().feed_blob("v", cls()))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, cls in enumerate(classes):
+        meta = so.type_meta(cls)
+        assert so.register_known_type(cls) is meta
+        assert [b.meta for b in blobs[i]] == [meta] * 4, f"{cls.__name__}: several metas"
+        assert all(b.is_type(cls) for b in blobs[i])
+        assert sum(m.pytype is cls for m in so.known_types()) == 1
