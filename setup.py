@@ -13,6 +13,10 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG_BUILD = os.environ.get("SCOPEOPS_DEBUG_BUILD", "") not in ("", "0")
+# Each flavour builds in its own tree (generated C, objects, libraries): cythonize
+# and build_ext go by timestamps, not flags, so a shared tree would let one
+# flavour silently reuse the other's output.
+BUILD_BASE = os.path.join("build", "debug" if DEBUG_BUILD else "release")
 
 directives = {
     "language_level": 3,
@@ -47,12 +51,11 @@ extensions = [
 ]
 
 setup(
+    options={"build": {"build_base": BUILD_BASE}},
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
-        # Each flavour's C in its own directory: cythonize goes by timestamps, not
-        # directives, so a shared one would let a debug build reuse optimised C.
-        build_dir=os.path.join("build", "cython-debug" if DEBUG_BUILD else "cython"),
+        build_dir=os.path.join(BUILD_BASE, "cython"),
         nthreads=int(os.environ.get("SCOPEOPS_BUILD_JOBS", "2")),
     ),
 )
