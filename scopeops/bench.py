@@ -203,7 +203,7 @@ def _tracing() -> Iterator[None]:
             tracemalloc.stop()
 
 
-def traced_growth(call: Callable[..., Any], args: tuple, calls: int) -> tuple[int, int]:
+def traced_growth(call: Callable[..., Any], args: tuple[Any, ...], calls: int) -> tuple[int, int]:
     """(growth, peak above the start) of traced memory, in bytes, over ``calls`` calls."""
     for _ in _repeat(None, 1000):
         call(*args)  # first-sight registrations and caches are not the steady state
@@ -376,14 +376,14 @@ def shared_lookup_loops(levels: int) -> dict[str, Loop]:
 TENSOR_SHAPE = (256, 256)
 
 
-def tensor_reuse_call() -> tuple[Callable[..., Any], tuple]:
+def tensor_reuse_call() -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """C7: Blob.tensor with an unchanged shape and dtype, as (call, args)."""
     blob = so.Blob()
     blob.tensor(TENSOR_SHAPE, np.float32)
     return blob.tensor, (TENSOR_SHAPE, np.float32)
 
 
-def feed_blob_existing_call() -> tuple[Callable[..., Any], tuple]:
+def feed_blob_existing_call() -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """C7: feed_blob of the same array over an existing blob, as (call, args)."""
     ws = so.Workspace()
     value = np.zeros(TENSOR_SHAPE, np.float32)

@@ -505,7 +505,7 @@ def _decode(entry: CheckpointEntry, raw: bytearray, where: str) -> Any:
         real, imag = struct.unpack("<dd", raw)
         return complex(real, imag)
     if entry.type == "bool":
-        if raw not in (b"\x00", b"\x01"):
+        if bytes(raw) not in (b"\x00", b"\x01"):
             raise CheckpointError(f"{where}: bool blob {entry.name!r} holds {bytes(raw)!r}")
         return raw == b"\x01"
     return None

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.set_defaults(run=_inspect)
 
     args = parser.parse_args(argv)
-    return args.run(args)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

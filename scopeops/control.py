@@ -65,7 +65,8 @@ def _unique_blob(net: Net, base: str) -> str:
     for op in netdef.ops:
         used.update(op.inputs)
         used.update(op.outputs)
-    name, k = base, 0
+    name: str = base
+    k = 0
     while name in used:
         k += 1
         name = f"{base}_{k}"
@@ -111,7 +112,7 @@ def add_if(net: Net, cond: str, then_net: Any, else_net: Any = None,
     passed_through = [n for n in outputs if n not in both]
     inputs = _union(then_in, else_in, passed_through)
     then_scope = _unique_blob(net, f"{net.name}/workspace_if_then")
-    if_args = {"then_net": _do_net(f"{net.name}/do_then_net", then_net, then_in, then_out,
+    if_args: dict[str, Any] = {"then_net": _do_net(f"{net.name}/do_then_net", then_net, then_in, then_out,
                                    then_scope)}
     scopes = [then_scope]
     if else_net is not None:
@@ -146,7 +147,7 @@ def add_while(net: Net, cond: str, body_net: Any, cond_net: Any = None,
     body_in, body_out = external_blobs(body_net, scope)
     body_in = _union(body_in, body_out)
     body_scope = _unique_blob(net, f"{net.name}/workspace_loop_body")
-    while_args = {"loop_net": _do_net(f"{net.name}/do_loop_body_net", body_net, body_in,
+    while_args: dict[str, Any] = {"loop_net": _do_net(f"{net.name}/do_loop_body_net", body_net, body_in,
                                       body_out, body_scope, copy_external_blobs=True)}
     inputs = [cond] + [n for n in body_in if n != cond]
     outputs = list(body_out)

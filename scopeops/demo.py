@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _make_data(cfg: DemoConfig, n: int, teacher: Any, rng: np.random.Generator
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def _build_training_net(cfg: DemoConfig, params: dict[str, str]) -> so.Net:
+def _build_training_net(cfg: DemoConfig, params: Mapping[str, str]) -> so.Net:
     """Forward over seq_len Do steps, the loss, and the backward pass."""
     step = so.Net("rnn_step")
     step.FC(["x", "Wx", "bx"], ["input_part"])
@@ -131,7 +131,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
         root.feed_blob(f"{name}/velocity", np.zeros_like(root.fetch_blob(name)))
 
     net = _build_training_net(cfg, params)
-    bindings = {name: name for name in names}
+    bindings: dict[str, str] = {str(name): str(name) for name in names}
     micro = cfg.batch // cfg.micro_batches
     stack = so.WorkspaceStack()
     root.feed_blob("microbatch_scope", stack)   # the scope blob: pictured with the workspace
@@ -141,7 +141,8 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
         p = {k: root.fetch_blob(v) for k, v in params.items()}
         for t in range(cfg.seq_len):
             h = np.tanh(x[t] @ p["Wx"].T + p["bx"] + h @ p["Wh"].T + p["bh"])
-        return h @ p["Wo"].T + p["bo"]
+        prediction: np.ndarray = h @ p["Wo"].T + p["bo"]
+        return prediction
 
     r2_before = _r2(predict(x_test), y_test)
     out.write(f"scopeops demo: a {cfg.seq_len}-step recurrent net, each step a Do sub-net on "

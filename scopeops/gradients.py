@@ -204,7 +204,7 @@ def backward_ops(ops: list[OperatorDef], initial: dict[str, str] | Iterable[str]
         if maker is SHOULD_NOT_DO_GRADIENT:
             raise OperatorError(f"Operator {op.type} should not have its gradient computed "
                                 f"(asked for through {[g for g in g_output if g]})")
-        if maker is None:
+        if maker is None or not callable(maker):
             raise OperatorError(f"No gradient is registered for operator type {op.type} "
                                 f"(op #{index}: {op})")
         ctx = GradientContext(state, index, op, g_output)

@@ -66,3 +66,15 @@ def test_mypy_accepts_the_stubs_and_a_typed_client(tmp_path):
         env=_mypy_env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_accepts_the_whole_package_source():
+    # The repository's sources with their .pyi stubs: configured in pyproject.toml.
+    pytest.importorskip("mypy", reason="mypy is part of the test extra")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--config-file",
+         os.path.join(root, "pyproject.toml"), os.path.join(root, "scopeops")],
+        capture_output=True, text=True, cwd=root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

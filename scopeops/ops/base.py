@@ -9,6 +9,7 @@ gradient policy lives beside it: a gradient maker, :data:`NO_GRADIENT` or
 
 from __future__ import annotations
 
+import builtins
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -76,7 +77,7 @@ class Schema:
     """What an operator type accepts: counts, in-place rule, arguments, doc, gradient."""
 
     type: str
-    cls: type
+    cls: builtins.type   # the field 'type' shadows the builtin in this class
     min_inputs: int = 0
     max_inputs: int = UNBOUNDED
     min_outputs: int = 0
@@ -281,11 +282,13 @@ class Operator:
 
     @property
     def inputs(self) -> list[str]:
-        return self.definition.inputs
+        names: list[str] = self.definition.inputs
+        return names
 
     @property
     def outputs(self) -> list[str]:
-        return self.definition.outputs
+        names: list[str] = self.definition.outputs
+        return names
 
     def input_blob(self, i: int) -> Any:
         return self._in_blobs[i]

@@ -314,13 +314,13 @@ def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
         for name in bop.inputs:
             if name in produced or name in bindings or name in renames or name in saved_fwd:
                 continue
-            outer = b.outer_of.get(name)
-            if outer is None:
+            bound_outer = b.outer_of.get(name)
+            if bound_outer is None:
                 saved_fwd.append(name)
                 continue
-            ref = fwd_ref(outer)
-            if ref == outer:
-                bindings[name] = outer
+            ref = fwd_ref(bound_outer)
+            if ref == bound_outer:
+                bindings[name] = bound_outer
             else:
                 alias = f"{name}__saved_fwd"
                 renames[name] = alias
@@ -354,9 +354,9 @@ def _fwd_ref_for(g: Any) -> Any:
     op = g.op
 
     def ref(outer: str) -> str:
-        if outer in op.outputs:
-            return g.O(op.outputs.index(outer))
-        return g.I(op.inputs.index(outer))
+        name: str = g.O(op.outputs.index(outer)) if outer in op.outputs \
+            else g.I(op.inputs.index(outer))
+        return name
 
     return ref
 
@@ -376,21 +376,21 @@ def _if_gradient(g: Any) -> list[Any]:
     op = g.op
     go = {name: g.GO(j) for j, name in enumerate(op.outputs) if g.GO(j) is not None}
     branches = [("then_net", op.args.get("then_net")), ("else_net", op.args.get("else_net"))]
-    results = {}
+    results: dict[str, tuple[list[Any], dict[str, str], set[str]]] = {}
     for key, branch in branches:
         if branch is None:
             results[key] = ([], {}, set())
             continue
-        _, writes = _external(branch.ops)
-        initial = {name: grad for name, grad in go.items() if name in writes}
+        _, branch_writes = _external(branch.ops)
+        initial = {name: grad for name, grad in go.items() if name in branch_writes}
         bwd, result, saves = backward_ops(
             branch.ops, initial, prefix=f"if{g.index}_{key}_",
-            namer=lambda blob, key=key: f"{blob}_grad_{key[:4]}{g.index}", external_only=True)
+            namer=_branch_namer(key, g.index), external_only=True)
         if saves:
             fixed = branch.copy()
             fixed.ops = insert_saves(fixed.ops, saves)
             op.args[key] = fixed
-        results[key] = (bwd, result, set(writes))
+        results[key] = (bwd, result, set(branch_writes))
     # Inputs (not the condition) that receive a gradient in either branch.
     # Inputs (not the condition) that get a gradient: from a branch's backward pass,
     # or passed through unchanged by a branch that does not write them.
@@ -445,6 +445,11 @@ def _if_gradient(g: Any) -> list[Any]:
                                   ops=nets["else_net"])
     return [create_operator_plain("If", [cond] + [n for n in reads if n != cond], writes_all,
                                   **args)]
+
+
+def _branch_namer(key: str, index: int) -> Any:
+    """Gradient names private to one branch of one If (it runs in the outer workspace)."""
+    return lambda blob: f"{blob}_grad_{key[:4]}{index}"
 
 
 def _while_gradient(g: Any) -> list[Any]:

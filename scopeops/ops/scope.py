@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from scopeops._stack import WorkspaceStack
@@ -42,7 +44,7 @@ class HasScopeOp(Operator):
         self.output(0, (1,), np.bool_)[0] = not stack.empty()
 
 
-def scope_stack(blob) -> WorkspaceStack:
+def scope_stack(blob: Any) -> WorkspaceStack:
     """The WorkspaceStack in a scope blob, created there if the blob holds none."""
     if not blob.is_empty():
         value = blob.get()
