@@ -268,7 +268,7 @@ cdef class Workspace:
         cdef str key = _name(name)
         cdef Blob blob = _find(self, key)
         if blob is None:
-            raise BlobNotFoundError(_not_found_message(self, key))
+            raise BlobNotFoundError(f"Blob {key} not in the workspace")
         if blob._meta is None:
             return blob.get()   # raises: the blob is empty
         return blob._value
@@ -475,8 +475,7 @@ cdef class Workspace:
         _check_outer_blobs(parent, bindings)
         cdef str inner
         cdef str outer
-        if self._bound_parent is parent and self._bound_exact and \
-                (bindings is self._bound or bindings == self._bound):
+        if self._bound_parent is parent and self._bound_exact and bindings == self._bound:
             return 0
         same = self._bound_parent is parent and bindings == self._bound
         new_forwarded = dict(self._forwarded) if same else {}
@@ -662,10 +661,6 @@ cdef inline str _name(object name):
     if type(name) is str and PyUnicode_GET_LENGTH(name) != 0:
         return <str>name
     return c_check_name(name)
-
-
-cdef str _not_found_message(Workspace ws, str name):
-    return f"Blob {name} not in the workspace"
 
 
 cdef tuple _adopt(Blob dst, Blob src):

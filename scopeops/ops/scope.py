@@ -7,10 +7,20 @@ from typing import Any
 import numpy as np
 
 from scopeops._stack import WorkspaceStack
-from scopeops.errors import BlobTypeError
 from scopeops.ops.base import SHOULD_NOT_DO_GRADIENT, Operator, register
 
-__all__ = ["CreateScopeOp", "HasScopeOp"]
+__all__ = ["CreateScopeOp", "HasScopeOp", "scope_stack"]
+
+
+def scope_stack(blob: Any) -> WorkspaceStack:
+    """The WorkspaceStack in a scope blob, created there if the blob holds none."""
+    if not blob.is_empty():
+        value = blob.get()
+        if isinstance(value, WorkspaceStack):
+            return value
+    stack = WorkspaceStack()
+    blob.set(stack)
+    return stack
 
 
 @register("CreateScope", inputs=0, outputs=1, gradient=SHOULD_NOT_DO_GRADIENT,
@@ -21,12 +31,7 @@ class CreateScopeOp(Operator):
     __slots__ = ()
 
     def run(self) -> None:
-        blob = self.output_blob(0)
-        stack = blob.get() if not blob.is_empty() else None
-        if isinstance(stack, WorkspaceStack):
-            stack.clear()
-        else:
-            blob.set(WorkspaceStack())
+        scope_stack(self.output_blob(0)).clear()
 
 
 @register("HasScope", inputs=1, outputs=1, gradient=SHOULD_NOT_DO_GRADIENT,
@@ -42,18 +47,3 @@ class HasScopeOp(Operator):
     def run(self) -> None:
         stack = self.scope()
         self.output(0, (1,), np.bool_)[0] = not stack.empty()
-
-
-def scope_stack(blob: Any) -> WorkspaceStack:
-    """The WorkspaceStack in a scope blob, created there if the blob holds none."""
-    if not blob.is_empty():
-        value = blob.get()
-        if isinstance(value, WorkspaceStack):
-            return value
-    stack = WorkspaceStack()
-    blob.set(stack)
-    return stack
-
-
-__all__ += ["scope_stack"]
-_ = BlobTypeError
