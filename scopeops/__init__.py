@@ -19,7 +19,6 @@ from scopeops.errors import (
 try:
     from scopeops._types import TypeMeta, known_types, register_known_type, type_meta
     from scopeops._blob import Blob
-    from scopeops._workspace import Workspace as _CoreWorkspace
     from scopeops._stack import WorkspaceStack
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
@@ -30,7 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 
 # The operator layer, above the core.
 from scopeops import ops
-from scopeops.net import Net, NetDef, OperatorDef, create_operator
+from scopeops.defs import NetDef, OperatorDef
+from scopeops.net import Net, create_operator
 from scopeops.workspace import Workspace
 from scopeops.gradients import add_gradient_ops
 from scopeops import control, testing

@@ -24,7 +24,7 @@ from scopeops._blob import Blob
 from scopeops._stack import WorkspaceStack
 from scopeops.errors import BlobNotFoundError, BlobTypeError
 from scopeops.gradients import grad_name
-from scopeops.net import NetDef, as_netdef
+from scopeops.defs import NetDef, as_netdef
 from scopeops.workspace import Workspace
 
 __all__ = ["accumulate", "accumulate_microbatches", "microbatch_slices"]

@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 from scopeops.errors import OperatorError
 from scopeops.names import BlobReference, scoped_name
-from scopeops.net import Net, NetDef, as_netdef
+from scopeops.defs import NetDef, as_netdef, external_reads_writes
+from scopeops.net import Net
 
 __all__ = ["add_if", "add_while", "external_blobs"]
 
@@ -23,23 +24,14 @@ def external_blobs(net: Any, lexical_scope: Iterable[str]) -> tuple[list[str], l
     """``(inputs, outputs)`` of a branch: names read before written (each must be
     in ``lexical_scope``: ``Input blob <x> is undefined``), and written names that
     are in the lexical scope. Both in first-use order."""
+    netdef = as_netdef(net)
     scope = set(lexical_scope)
-    written: set[str] = set()
-    inputs: list[str] = []
-    outputs: list[str] = []
-    for op in as_netdef(net).ops:
-        for name in op.inputs:
-            if name not in written and name not in inputs:
-                if name not in scope:
-                    raise OperatorError(f"Input blob {name} is undefined (net "
-                                        f"'{as_netdef(net).name}' reads it before writing it, "
-                                        f"and it is not in the lexical scope)")
-                inputs.append(name)
-        for name in op.outputs:
-            written.add(name)
-            if name in scope and name not in outputs:
-                outputs.append(name)
-    return inputs, outputs
+    reads, writes = external_reads_writes(netdef.ops)
+    for name in reads:
+        if name not in scope:
+            raise OperatorError(f"Input blob {name} is undefined (net '{netdef.name}' reads "
+                                f"it before writing it, and it is not in the lexical scope)")
+    return reads, [name for name in writes if name in scope]
 
 
 def _lexical_scope(net: Net, lexical_scope: Iterable[str] | None) -> list[str]:

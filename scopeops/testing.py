@@ -20,7 +20,9 @@ import numpy as np
 
 import scopeops.ops.numeric  # noqa: F401  - the fill, Mul and SumElements the loss uses
 from scopeops.gradients import add_gradient_ops
-from scopeops.net import Net, NetDef, NetExecutor, OperatorDef, as_netdef, create_operator
+from scopeops.defs import NetDef, OperatorDef, as_netdef
+from scopeops.net import Net, create_operator
+from scopeops.ops.executor import NetExecutor
 from scopeops.workspace import Workspace
 
 __all__ = ["BlobGradientCheck", "GradientCheckResult", "gradient_check"]

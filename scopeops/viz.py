@@ -37,7 +37,9 @@ import numpy as np
 from scopeops._stack import WorkspaceStack
 from scopeops._workspace import Workspace as _CoreWorkspace
 from scopeops.errors import ScopeError
-from scopeops.net import Net, NetDef, NetExecutor
+from scopeops.defs import NetDef
+from scopeops.net import Net
+from scopeops.ops.executor import NetExecutor
 
 __all__ = ["tree", "to_dot", "render", "GraphvizError", "GraphvizNotFoundError",
            "RENDER_FORMATS"]

@@ -11,7 +11,8 @@ from typing import Any
 
 from scopeops import _workspace
 from scopeops.errors import OperatorError
-from scopeops.net import NetDef, NetExecutor, as_netdef
+from scopeops.defs import NetDef, OperatorDef, as_netdef
+from scopeops.ops.executor import NetExecutor
 
 __all__ = ["Workspace"]
 
@@ -29,7 +30,6 @@ class Workspace(_workspace.Workspace):
 
     def run_operator_once(self, op: Any) -> None:
         """Build the operator ``op`` (an OperatorDef) here and run it once."""
-        from scopeops.net import OperatorDef
         if not isinstance(op, OperatorDef):
             raise TypeError(f"run_operator_once takes an OperatorDef, not {type(op).__name__}")
         executor = NetExecutor(NetDef(name=f"<{op.type} run once>", ops=[op]), self)

@@ -14,8 +14,9 @@ from scopeops.ops.base import (
     registered_operators,
     schema,
 )
-from scopeops.ops.scope import CreateScopeOp, HasScopeOp
+from scopeops.ops.create_scope import CreateScopeOp, HasScopeOp
 from scopeops.ops.control import DoOp, IfOp, WhileOp
+from scopeops.ops.executor import NetExecutor
 from scopeops.ops import numeric  # registers the numeric operators and their gradients
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "HasScopeOp",
     "IfOp",
     "NO_GRADIENT",
+    "NetExecutor",
     "Operator",
     "SHOULD_NOT_DO_GRADIENT",
     "Schema",

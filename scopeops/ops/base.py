@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from scopeops._workspace import structure_epoch
+from scopeops.defs import OperatorDef
 from scopeops.errors import BlobNotFoundError, OperatorError
 
 __all__ = [
@@ -228,7 +229,7 @@ class Operator:
     __slots__ = ("definition", "workspace", "args", "_in_blobs", "_out_blobs", "_epoch",
                  "_inplace")
 
-    def __init__(self, definition: Any, workspace: Any) -> None:
+    def __init__(self, definition: OperatorDef, workspace: Any) -> None:
         spec = lookup(definition.type)
         spec.check(definition.inputs, definition.outputs, definition.args)
         self.definition = definition

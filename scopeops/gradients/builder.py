@@ -1,4 +1,4 @@
-"""Building backward passes: ``add_gradient_ops`` and the gradient makers' plumbing.
+"""The backward-pass builder: ``add_gradient_ops`` and the gradient makers' plumbing.
 
 A gradient maker is a function registered beside its operator
 (``@scopeops.ops.gradient("Mul")``) that receives a :class:`GradientContext`
@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from scopeops.errors import OperatorError
-from scopeops.net import Net, NetDef, OperatorDef, as_netdef, create_operator
+from scopeops.defs import OperatorDef, as_netdef
+from scopeops.net import create_operator
 from scopeops.ops.base import NO_GRADIENT, SHOULD_NOT_DO_GRADIENT, lookup
 
-__all__ = ["GradientContext", "add_gradient_ops", "backward_ops", "grad_name"]
+__all__ = ["GradientContext", "add_gradient_ops", "backward_ops", "grad_name", "insert_saves"]
 
 
 def grad_name(blob: str) -> str:
@@ -63,14 +64,11 @@ class _Version:
 class _Pass:
     """State shared by the gradient contexts of one backward pass."""
 
-    def __init__(self, ops: list[OperatorDef], forward_final: dict[str, int],
-                 versions: _Version, in_versions: list[list[int]],
+    def __init__(self, forward_final: dict[str, int], in_versions: list[list[int]],
                  out_versions: list[list[int]], prefix: str,
                  namer: Callable[[str], str]) -> None:
-        self.ops = ops
         self.namer = namer
         self.final = forward_final
-        self.versions = versions
         self.in_versions = in_versions
         self.out_versions = out_versions
         # (blob, version) -> the blob holding its gradient, once one was written
@@ -189,7 +187,7 @@ def backward_ops(ops: list[OperatorDef], initial: dict[str, str] | Iterable[str]
         initial = {name: grad_name(name) for name in initial}
     versions, in_versions, out_versions = _analyse(ops)
     final = {name: versions.current(name) for name in versions.writers}
-    state = _Pass(ops, final, versions, in_versions, out_versions, prefix, namer)
+    state = _Pass(final, in_versions, out_versions, prefix, namer)
     for name, g in initial.items():
         state.grad_of[(name, final.get(name, 0))] = g
     backward: list[OperatorDef] = []

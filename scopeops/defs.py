@@ -1,0 +1,244 @@
+"""Operator and net definitions: plain data, below everything that builds or runs them.
+
+:class:`OperatorDef` and :class:`NetDef` play the part of Caffe2's protobuf messages:
+comparable, copyable, printable and convertible to and from plain dicts. This module
+also holds the name and argument normalisers every layer uses, and
+:func:`external_reads_writes`, the one place that computes what a list of ops reads
+before writing and what it writes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scopeops.names import DeviceOption
+
+__all__ = [
+    "NetDef",
+    "OperatorDef",
+    "as_netdef",
+    "blob_names",
+    "external_reads_writes",
+    "plain_arg",
+]
+
+
+def _builder_netdef(value: Any) -> NetDef | None:
+    """The NetDef of a net builder (anything with a ``netdef`` NetDef property), else None.
+
+    Builders live in layers above this one, so they are recognised by that property.
+    """
+    if isinstance(value, (str, bytes, int, float, list, tuple, dict, np.ndarray, np.generic)):
+        return None
+    netdef = getattr(value, "netdef", None)
+    return netdef if isinstance(netdef, NetDef) else None
+
+
+def plain_arg(value: Any) -> Any:
+    """An argument as plain data: nets become NetDef snapshots, arrays and tuples lists."""
+    if isinstance(value, NetDef):
+        return value.copy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [plain_arg(v) for v in value]
+    netdef = _builder_netdef(value)
+    if netdef is not None:
+        return netdef.copy()   # a snapshot: later builder edits do not leak in
+    return value
+
+
+def _arg_to_dict(value: Any) -> Any:
+    if isinstance(value, NetDef):
+        return {"__netdef__": value.to_dict()}
+    if isinstance(value, list):
+        return [_arg_to_dict(v) for v in value]
+    return value
+
+
+def _arg_from_dict(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) != {"__netdef__"}:
+            raise ValueError(f"an argument dict must be a serialised NetDef, got keys {sorted(value)}")
+        return NetDef.from_dict(value["__netdef__"])
+    if isinstance(value, list):
+        return [_arg_from_dict(v) for v in value]
+    return value
+
+
+def blob_names(value: Any, what: str) -> list[str]:
+    """``value`` (one name or a list or tuple of names) as a list of non-empty str names.
+
+    ``what`` names the field in the error (``"inputs"``, ``"external_outputs"``...).
+    """
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} must be a blob name or a list of blob names, "
+                        f"not {type(value).__name__}")
+    names = []
+    for name in value:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} must be blob names (str), got {type(name).__name__}")
+        if not name:
+            raise ValueError(f"{what} must be non-empty blob names")
+        names.append(name)
+    return names
+
+
+@dataclass(eq=True)
+class OperatorDef:
+    """One operator: ``type``, ``inputs``, ``outputs``, ``name``, ``args``, ``is_gradient_op``.
+
+    ``device_option`` records the device scope the op was added in (None for the
+    default CPU).
+    """
+
+    type: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    name: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    is_gradient_op: bool = False
+    device_option: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type:
+            raise TypeError("an operator type must be a non-empty str")
+        self.inputs = blob_names(self.inputs, "inputs")
+        self.outputs = blob_names(self.outputs, "outputs")
+        if not isinstance(self.name, str):
+            raise TypeError(f"an operator name must be a str, not {type(self.name).__name__}")
+        if not isinstance(self.args, dict) or not all(isinstance(k, str) for k in self.args):
+            raise TypeError("operator args must be a dict with str keys")
+        self.args = {k: plain_arg(v) for k, v in self.args.items()}
+        self.is_gradient_op = bool(self.is_gradient_op)
+
+    def copy(self) -> "OperatorDef":
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "inputs": list(self.inputs),
+                             "outputs": list(self.outputs), "name": self.name,
+                             "args": {k: _arg_to_dict(v) for k, v in self.args.items()},
+                             "is_gradient_op": self.is_gradient_op}
+        if self.device_option is not None:
+            d["device_option"] = self.device_option.to_dict() \
+                if hasattr(self.device_option, "to_dict") else self.device_option
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OperatorDef":
+        if not isinstance(d, dict):
+            raise TypeError(f"OperatorDef.from_dict takes a dict, not {type(d).__name__}")
+        unknown = set(d) - {"type", "inputs", "outputs", "name", "args", "is_gradient_op",
+                            "device_option"}
+        if unknown:
+            raise ValueError(f"unknown OperatorDef fields: {sorted(unknown)}")
+        if "type" not in d:
+            raise ValueError("an OperatorDef dict needs a 'type'")
+        args = d.get("args", {})
+        if not isinstance(args, dict):
+            raise TypeError("OperatorDef args must be a dict")
+        device = d.get("device_option")
+        if isinstance(device, dict):
+            device = DeviceOption.from_dict(device)
+        return cls(type=d["type"], inputs=list(d.get("inputs", [])),
+                   outputs=list(d.get("outputs", [])), name=d.get("name", ""),
+                   args={k: _arg_from_dict(v) for k, v in args.items()},
+                   is_gradient_op=d.get("is_gradient_op", False), device_option=device)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={'<net ' + v.name + '>' if isinstance(v, NetDef) else v!r}"
+                         for k, v in self.args.items())
+        label = f" '{self.name}'" if self.name else ""
+        grad = " [gradient]" if self.is_gradient_op else ""
+        return (f"{self.type}{label}({', '.join(self.inputs)}) -> ({', '.join(self.outputs)})"
+                + (f" {{{args}}}" if args else "") + grad)
+
+
+@dataclass(eq=True)
+class NetDef:
+    """A net: ``name``, ``ops``, ``external_inputs``, ``external_outputs``."""
+
+    name: str = ""
+    ops: list[OperatorDef] = field(default_factory=list)
+    external_inputs: list[str] = field(default_factory=list)
+    external_outputs: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"a net name must be a str, not {type(self.name).__name__}")
+        if not isinstance(self.ops, list) or not all(isinstance(o, OperatorDef) for o in self.ops):
+            raise TypeError("NetDef.ops must be a list of OperatorDef")
+        self.external_inputs = blob_names(self.external_inputs, "external_inputs")
+        self.external_outputs = blob_names(self.external_outputs, "external_outputs")
+
+    def copy(self) -> "NetDef":
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ops": [op.to_dict() for op in self.ops],
+                "external_inputs": list(self.external_inputs),
+                "external_outputs": list(self.external_outputs)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NetDef":
+        if not isinstance(d, dict):
+            raise TypeError(f"NetDef.from_dict takes a dict, not {type(d).__name__}")
+        unknown = set(d) - {"name", "ops", "external_inputs", "external_outputs"}
+        if unknown:
+            raise ValueError(f"unknown NetDef fields: {sorted(unknown)}")
+        ops = d.get("ops", [])
+        if not isinstance(ops, list):
+            raise TypeError("NetDef ops must be a list")
+        return cls(name=d.get("name", ""), ops=[OperatorDef.from_dict(o) for o in ops],
+                   external_inputs=list(d.get("external_inputs", [])),
+                   external_outputs=list(d.get("external_outputs", [])))
+
+    def __str__(self) -> str:
+        lines = [f"net {self.name or '<unnamed>'}"]
+        if self.external_inputs:
+            lines.append(f"  inputs: {', '.join(self.external_inputs)}")
+        lines += [f"  {i}: {op}" for i, op in enumerate(self.ops)]
+        if self.external_outputs:
+            lines.append(f"  outputs: {', '.join(self.external_outputs)}")
+        return "\n".join(lines)
+
+
+def as_netdef(net: Any) -> NetDef:
+    """A NetDef from a NetDef or a net builder (:class:`scopeops.Net`)."""
+    if isinstance(net, NetDef):
+        return net
+    netdef = _builder_netdef(net)
+    if netdef is not None:
+        return netdef
+    raise TypeError(f"expected a NetDef or a Net, not {type(net).__name__}")
+
+
+def external_reads_writes(ops: list[OperatorDef]) -> tuple[list[str], list[str]]:
+    """``(reads, writes)`` of a list of ops, each in first-use order.
+
+    ``reads`` are the names an op reads before any earlier op of the list writes
+    them (the list's external inputs); ``writes`` every name the ops write.
+    """
+    reads: list[str] = []
+    writes: list[str] = []
+    seen_reads: set[str] = set()
+    written: set[str] = set()
+    for op in ops:
+        for name in op.inputs:
+            if name not in written and name not in seen_reads:
+                seen_reads.add(name)
+                reads.append(name)
+        for name in op.outputs:
+            if name not in written:
+                written.add(name)
+                writes.append(name)
+    return reads, writes

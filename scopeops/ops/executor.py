@@ -1,0 +1,86 @@
+"""Building operators in a workspace and running nets of them.
+
+A :class:`NetExecutor` is a :class:`~scopeops.NetDef` built in one workspace: its
+operators are constructed once, in order, all or nothing, and then run many times.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from scopeops._workspace import structure_epoch
+from scopeops.defs import NetDef, OperatorDef
+from scopeops.errors import OperatorError, ScopeError
+from scopeops.ops.base import Operator, lookup
+
+__all__ = ["NetExecutor", "build_operator", "describe_op"]
+
+
+def describe_op(op: OperatorDef, index: int, net_name: str) -> str:
+    """How errors name an op: its type, its name (or index) and its net."""
+    label = f"'{op.name}'" if op.name else f"#{index}"
+    return f"{op.type} op {label} in net '{net_name or '<unnamed>'}'"
+
+
+def build_operator(op: OperatorDef, workspace: Any, index: int = 0,
+                   net_name: str = "") -> Operator:
+    """Construct the operator ``op`` in ``workspace``; OperatorError on any failure."""
+    try:
+        spec = lookup(op.type)
+        device = op.device_option
+        if device is not None and getattr(device, "device_type", "cpu") != "cpu":
+            raise ScopeError(f"this build of scopeops runs on the CPU only; the op asks for "
+                             f"device {device.device_type}:{device.device_id}")
+        operator: Operator = spec.cls(op, workspace)
+        return operator
+    except Exception as exc:
+        raise OperatorError(f"Cannot build {describe_op(op, index, net_name)}: {exc}") from exc
+
+
+class NetExecutor:
+    """A net built in a workspace: its operators are constructed once, in order."""
+
+    __slots__ = ("netdef", "workspace", "operators", "__weakref__")
+
+    def __init__(self, netdef: NetDef, workspace: Any) -> None:
+        self.netdef = netdef
+        self.workspace = workspace
+        before = set(workspace.local_blobs())
+        try:
+            self.operators = [build_operator(op, workspace, i, netdef.name)
+                              for i, op in enumerate(netdef.ops)]
+        except Exception:
+            # All or nothing: the outputs earlier operators created go again.
+            for name in workspace.local_blobs():
+                if name not in before:
+                    workspace.remove_blob(name)
+            raise
+
+    @property
+    def name(self) -> str:
+        return self.netdef.name
+
+    def run(self) -> None:
+        """Run every operator in order; a failure raises OperatorError naming the op."""
+        index = 0
+        epoch = structure_epoch
+        try:
+            for index, operator in enumerate(self.operators):
+                if operator._epoch != epoch():   # Operator.prepare(), inlined: hot path
+                    operator._resolve()
+                operator.run()
+        except OperatorError as exc:
+            op = self.netdef.ops[index]
+            if describe_op(op, index, self.netdef.name) in str(exc):
+                raise
+            raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: {exc}") from exc
+        except Exception as exc:
+            op = self.netdef.ops[index]
+            raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: "
+                                f"{type(exc).__name__}: {exc}") from exc
+
+    def __iter__(self) -> Iterator[Operator]:
+        return iter(self.operators)
+
+    def __repr__(self) -> str:
+        return f"<NetExecutor {self.netdef.name!r}: {len(self.operators)} ops>"
