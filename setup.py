@@ -5,7 +5,6 @@ bounds and wraparound checks, assertions on and line tracing (for coverage);
 the default build is the optimised one.
 """
 
-import glob
 import os
 
 import numpy
@@ -39,15 +38,26 @@ if DEBUG_BUILD:
 else:
     extra_compile_args = ["-O2"]
 
+# The compiled modules, each listed on purpose: the core (its cimport paths are part of
+# the C API) and the benchmarks' C-level timing loops, which `scopeops bench` needs.
+COMPILED_MODULES = [
+    "scopeops._types",
+    "scopeops._blob",
+    "scopeops._workspace",
+    "scopeops._stack",
+    "scopeops._accumulate",
+    "scopeops.bench._c_timing",
+]
+
 extensions = [
     Extension(
-        "scopeops." + os.path.splitext(os.path.basename(path))[0],
-        [path],
+        module,
+        [module.replace(".", os.sep) + ".pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=macros,
         extra_compile_args=extra_compile_args,
     )
-    for path in sorted(glob.glob(os.path.join("scopeops", "*.pyx")))
+    for module in COMPILED_MODULES
 ]
 
 setup(

@@ -11,12 +11,16 @@ import pytest
 import scopeops
 
 PACKAGE_DIR = os.path.dirname(scopeops.__file__)
-COMPILED = ["_types", "_blob", "_workspace", "_stack", "_benchsupport", "_accumulate"]
+COMPILED = ["_types", "_blob", "_workspace", "_stack", "_accumulate", "bench._c_timing"]
+
+
+def stub_path(module):
+    return os.path.join(PACKAGE_DIR, *module.split(".")) + ".pyi"
 
 
 @pytest.mark.parametrize("module", COMPILED)
 def test_every_compiled_module_ships_a_stub(module):
-    assert os.path.exists(os.path.join(PACKAGE_DIR, module + ".pyi"))
+    assert os.path.exists(stub_path(module))
 
 
 def test_package_is_marked_typed():
@@ -26,7 +30,7 @@ def test_package_is_marked_typed():
 @pytest.mark.parametrize("module", COMPILED)
 def test_stub_names_every_public_name_of_its_module(module):
     compiled = importlib.import_module("scopeops." + module)
-    stub = open(os.path.join(PACKAGE_DIR, module + ".pyi")).read()
+    stub = open(stub_path(module)).read()
     public = [name for name in dir(compiled)
               if not name.startswith("_") and (inspect.isclass(getattr(compiled, name))
                                                or callable(getattr(compiled, name)))

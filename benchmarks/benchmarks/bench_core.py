@@ -1,7 +1,7 @@
 """asv benchmarks of the compiled core: performance.md targets C1-C8 and M1.
 
 Fixtures, timed statements and ratio measurements come from
-:mod:`scopeops.bench`, so the logic exists once.
+:mod:`scopeops.bench.core_cases`, so the logic exists once.
 
 - ``time_*``: one operation, or its reference, in its own benchmark. A call
   runs a batch of ``scopeops.bench.ASV_BATCH`` (1,000) statements compiled into
@@ -18,18 +18,19 @@ import functools
 
 import scopeops as so
 from scopeops import bench as sb
+from scopeops.bench import core_cases as core
 
 BATCH = sb.ASV_BATCH
 
 # Built once per benchmark process: setup() runs before every sample, and the
 # timed statements leave these fixtures as they found them.
-_push_pop_loops = functools.cache(sb.push_pop_loops)
-_local_lookup_loops = functools.cache(sb.local_lookup_loops)
-_shared_lookup_loops = functools.cache(sb.shared_lookup_loops)
-_tensor_loops = functools.cache(sb.tensor_loops)
-_copy_fixture = functools.cache(sb.CopyFixture)
-_clear_fixture = functools.cache(sb.ClearFixture)
-_empty_clear_fixture = functools.cache(sb.EmptyClearFixture)
+_push_pop_loops = functools.cache(core.push_pop_loops)
+_local_lookup_loops = functools.cache(core.local_lookup_loops)
+_shared_lookup_loops = functools.cache(core.shared_lookup_loops)
+_tensor_loops = functools.cache(core.tensor_loops)
+_copy_fixture = functools.cache(core.CopyFixture)
+_clear_fixture = functools.cache(core.ClearFixture)
+_empty_clear_fixture = functools.cache(core.EmptyClearFixture)
 
 
 class PushPop:
@@ -212,18 +213,18 @@ class Memory:
     unit = "bytes"
 
     def track_c7_tensor_reuse_growth_bytes(self):
-        call, args = sb.tensor_reuse_call()
+        call, args = core.tensor_reuse_call()
         return sb.traced_growth(call, args, 100_000)[0]
 
     def track_c7_feed_blob_existing_growth_bytes(self):
-        call, args = sb.feed_blob_existing_call()
+        call, args = core.feed_blob_existing_call()
         return sb.traced_growth(call, args, 100_000)[0]
 
     def track_m1_residue_bytes(self):
-        return sb.memory_after_release(10_000)["residue_bytes"]
+        return core.memory_after_release(10_000)["residue_bytes"]
 
     def track_m1_held_bytes(self):
-        return sb.memory_after_release(10_000)["held_bytes"]
+        return core.memory_after_release(10_000)["held_bytes"]
 
 
 class PeakMemory:
@@ -232,7 +233,7 @@ class PeakMemory:
     def setup(self):
         self.parent = so.Workspace()
         self.stack = so.WorkspaceStack()
-        self.tensor, self.tensor_args = sb.tensor_reuse_call()
+        self.tensor, self.tensor_args = core.tensor_reuse_call()
 
     def peakmem_push_10000_clear_release(self):
         push = self.stack.push_forward_workspace

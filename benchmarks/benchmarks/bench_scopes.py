@@ -9,7 +9,7 @@ ratios measured side by side in one process.
 import functools
 
 from scopeops import bench as sb
-from scopeops import bench_scopes as so_scopes
+from scopeops.bench import scope_cases as so_scopes
 
 BATCH = sb.ASV_BATCH
 

@@ -24,7 +24,9 @@ from typing import Any, Callable
 import numpy as np
 
 import scopeops as so
-from scopeops.bench import Case, Loop, Row, _effort, _ns, _x, compare, register
+from scopeops.accumulation import accumulate_microbatches
+from scopeops.bench.registry import Case, Row, register
+from scopeops.bench.timing import Loop, compare, effort, format_ns, format_ratio
 
 __all__ = ["AccumulateFixture", "ThreadFixture", "measure_t1", "measure_t2",
            "microbatch_peak_bytes"]
@@ -75,13 +77,13 @@ def measure_t1(quick: bool) -> dict[str, Any]:
     gb_s = 3 * fixture.dst.nbytes / ns["accumulate"]   # bytes moved per ns = GB/s
     rows = [
         Row(f"accumulate {T1_MIB} MiB f32, scale 0.5",
-            f"{_ns(ns['accumulate'])} ({gb_s:.0f} GB/s)",
-            f"np.add(d, s*x, out=d) {_ns(ns['numpy'])}", _x(ratio), "<= 1.0x", ratio <= 1.0),
-        Row("  scale 1.0", _ns(ns["accumulate_scale1"]),
-            f"np.add(d, 1.0*x, out=d) {_ns(ns['numpy_scale1'])}", _x(ratio1), "<= 1.0x",
+            f"{format_ns(ns['accumulate'])} ({gb_s:.0f} GB/s)",
+            f"np.add(d, s*x, out=d) {format_ns(ns['numpy'])}", format_ratio(ratio), "<= 1.0x", ratio <= 1.0),
+        Row("  scale 1.0", format_ns(ns["accumulate_scale1"]),
+            f"np.add(d, 1.0*x, out=d) {format_ns(ns['numpy_scale1'])}", format_ratio(ratio1), "<= 1.0x",
             ratio1 <= 1.0),
-        Row("  scale 1.0 vs bare np.add(d, x, out=d)", _ns(ns["accumulate_scale1"]),
-            f"np.add {_ns(ns['numpy_plain_add'])}", _x(floor), "report", None),
+        Row("  scale 1.0 vs bare np.add(d, x, out=d)", format_ns(ns["accumulate_scale1"]),
+            f"np.add {format_ns(ns['numpy_plain_add'])}", format_ratio(floor), "report", None),
         Row("  results equal numpy's", "yes" if agree else "NO", "-", "-", "yes", agree),
     ]
     return {"rows": rows, "accumulate_ns": ns["accumulate"], "numpy_ns": ns["numpy"],
@@ -168,7 +170,7 @@ def _numpy_add(dst: np.ndarray, src: np.ndarray, scale: float) -> None:
 
 
 def measure_t2(quick: bool) -> dict[str, Any]:
-    rounds, _ = _effort(quick)
+    rounds, _ = effort(quick)
     cores = os.cpu_count() or 1
     fixtures = {"accumulate": ThreadFixture(accumulate=so.accumulate),
                 "numpy": ThreadFixture(accumulate=_numpy_add)}
@@ -187,10 +189,10 @@ def measure_t2(quick: bool) -> dict[str, Any]:
     ok = speedup >= 1.3 if cores >= 2 and np_speedup >= 1.3 else None
     rows = [
         Row(f"2 threads x {T2_CALLS} accumulates, {T2_MIB} MiB f32 each",
-            f"{_ns(two / per_call)}/call", f"1 thread both {_ns(one / per_call)}/call",
+            f"{format_ns(two / per_call)}/call", f"1 thread both {format_ns(one / per_call)}/call",
             f"{speedup:.2f}x faster", ">= 1.3x (2 free cores)", ok),
-        Row("  reference: np.add(d, x, out=d), same split", f"{_ns(np_two / per_call)}/call",
-            f"1 thread {_ns(np_one / per_call)}/call", f"{np_speedup:.2f}x faster",
+        Row("  reference: np.add(d, x, out=d), same split", f"{format_ns(np_two / per_call)}/call",
+            f"1 thread {format_ns(np_one / per_call)}/call", f"{np_speedup:.2f}x faster",
             "report", None),
     ]
     return {"rows": rows, "two_threads_ns": two, "one_thread_ns": one, "speedup": speedup,
@@ -202,7 +204,6 @@ def microbatch_peak_bytes(microbatches: int, rows_per_microbatch: int = 256,
                           features: int = 64) -> int:
     """Traced peak of one accumulate_microbatches call on a fresh workspace (a
     float32 FC -> Tanh -> SquaredL2Distance -> AveragedLoss net)."""
-    from scopeops.accumulation import accumulate_microbatches
 
     rng = np.random.default_rng(0)
     rows = microbatches * rows_per_microbatch

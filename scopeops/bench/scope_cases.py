@@ -9,7 +9,8 @@ import contextvars
 from typing import Any
 
 import scopeops as so
-from scopeops.bench import Case, Loop, Row, _ns, _x, compare, register
+from scopeops.bench.registry import Case, Row, register
+from scopeops.bench.timing import Loop, compare, format_ns, format_ratio
 
 __all__ = ["name_scope_loops", "measure_t3"]
 
@@ -31,16 +32,16 @@ def measure_t3(quick: bool) -> dict[str, Any]:
     ns = compare(name_scope_loops(), quick)
     ratio = ns["name_scope"] / ns["contextvar_pair"]
     built_ratio = ns["name_scope_built"] / ns["contextvar_pair"]
-    reference = f"ContextVar set+reset {_ns(ns['contextvar_pair'])}"
+    reference = f"ContextVar set+reset {format_ns(ns['contextvar_pair'])}"
     return {
         "name_scope_ns": ns["name_scope"], "name_scope_built_ns": ns["name_scope_built"],
         "contextvar_pair_ns": ns["contextvar_pair"], "ratio_contextvar": ratio,
         "ratio_built_contextvar": built_ratio, "ok": None,
         "rows": [
-            Row("NameScope enter+exit", _ns(ns["name_scope"]), reference, _x(ratio),
+            Row("NameScope enter+exit", format_ns(ns["name_scope"]), reference, format_ratio(ratio),
                 "report (aim <= 3x)", None),
-            Row("  NameScope(...) built, entered, exited", _ns(ns["name_scope_built"]),
-                reference, _x(built_ratio), "report", None),
+            Row("  NameScope(...) built, entered, exited", format_ns(ns["name_scope_built"]),
+                reference, format_ratio(built_ratio), "report", None),
         ],
     }
 

@@ -10,7 +10,8 @@ from typing import Any, Callable
 import numpy as np
 
 import scopeops as so
-from scopeops.bench import Case, Loop, Row, _bytes, _ns, _x, compare, register, traced_growth
+from scopeops.bench.registry import Case, Row, register
+from scopeops.bench.timing import Loop, compare, format_bytes, format_ns, format_ratio, traced_growth
 
 __all__ = ["O1Fixture", "O2Fixture", "measure_o1", "measure_o2"]
 
@@ -105,9 +106,9 @@ def measure_o1(quick: bool) -> dict[str, Any]:
     ratio = best["do_loop"] / best["numpy"]
     growth, peak = traced_growth(fixture.run, (), 100)
     rows = [
-        Row("32 Do steps + gradients, 64x64 f32", _ns(best["do_loop"]),
-            f"hand-written numpy {_ns(best['numpy'])}", _x(ratio), "<= 2x", ratio <= 2.0),
-        Row("  memory growth over 100 iterations", _bytes(growth), f"peak +{_bytes(peak)}",
+        Row("32 Do steps + gradients, 64x64 f32", format_ns(best["do_loop"]),
+            f"hand-written numpy {format_ns(best['numpy'])}", format_ratio(ratio), "<= 2x", ratio <= 2.0),
+        Row("  memory growth over 100 iterations", format_bytes(growth), f"peak +{format_bytes(peak)}",
             "-", "< 64 KiB", growth < 64 * 1024),
         Row("  gradients equal numpy's", "yes" if agree else "NO", "-", "-", "yes", agree),
     ]
@@ -143,9 +144,9 @@ def measure_o2(quick: bool) -> dict[str, Any]:
     best = compare({"net": Loop("run()", {"run": fixture.run}, unroll=1),
                     "bare": Loop("bare()", {"bare": fixture.bare}, unroll=1)}, quick)
     overhead = (best["net"] - best["bare"]) / fixture.ops
-    rows = [Row("dispatch: net of 100 Copy ops, per op", _ns(best["net"] / fixture.ops),
-                f"bare np.copyto {_ns(best['bare'] / fixture.ops)}",
-                f"+{_ns(overhead)}", "<= 0.5 us above", overhead <= 500.0)]
+    rows = [Row("dispatch: net of 100 Copy ops, per op", format_ns(best["net"] / fixture.ops),
+                f"bare np.copyto {format_ns(best['bare'] / fixture.ops)}",
+                f"+{format_ns(overhead)}", "<= 0.5 us above", overhead <= 500.0)]
     return {"rows": rows, "overhead_ns": overhead, "net_ns": best["net"], "bare_ns": best["bare"]}
 
 

@@ -7,7 +7,7 @@ reports the ratios and bytes measured side by side in one process.
 
 import functools
 
-from scopeops import bench_ops as so_ops
+from scopeops.bench import operator_cases as so_ops
 
 _o1 = functools.cache(so_ops.O1Fixture)
 _o2 = functools.cache(so_ops.O2Fixture)

@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 import scopeops as so
-from scopeops import bench_accumulate as so_acc
+from scopeops.bench import accumulation_cases as so_acc
 
 _t1 = functools.cache(so_acc.AccumulateFixture)
 

@@ -1,4 +1,5 @@
-"""Compiled kernels for the benchmarks: the references of performance.md and
+"""C-level timing loops and reference methods for the ratio table: the references of
+performance.md (empty cdef methods, an empty C call pair) and
 the nogil push/pop loop, timed inside C so that Python's loop overhead does not
 blur nanosecond figures.
 """

@@ -1,254 +1,34 @@
-"""The performance targets of performance.md, measured side by side as ratios.
+"""Benchmark cases of the compiled core: targets C1-C8 and M1 of performance.md.
 
-Every case that has a target times its reference in the same run (an empty
-cdef-method call, ``dict.get``, ``collections.ChainMap``, ``numpy.copyto``...)
-and reports the ratio, so a figure holds whatever the machine's speed that
-minute. asv (``benchmarks/``) keeps the history and reuses the fixtures and
-``measure`` functions defined here, so the logic exists once.
-
-Run ``python -m scopeops.bench [--quick] [--only C1,C5]``. Later layers append
-their own cases (operators, toolkit) with :func:`register`.
+The fixtures and loops here are shared with the asv suite (``benchmarks/``), so each
+measurement is written once.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import contextlib
 import gc
 import itertools
-import sys
-import threading
-import time
 import tracemalloc
-import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 import scopeops as so
-from scopeops._benchsupport import EmptyMethods, nogil_empty_pair_ns, nogil_push_pop_ns
-
-__all__ = [
-    "CASES",
-    "Case",
-    "Loop",
-    "Row",
-    "compare",
-    "gil_released_calls",
-    "main",
-    "register",
-    "run_case",
-    "select",
-    "traced_growth",
-]
-
-_now_ns = time.perf_counter_ns
-_repeat = itertools.repeat
-
-# Statements are unrolled this many times per loop iteration, so that the
-# interpreter's loop overhead is a small fraction of a nanosecond-scale call.
-UNROLL = 10
-# Operations per call of an asv time_* body (asv may time every call alone).
-ASV_BATCH = 1000
-
-
-# -- the case registry ----------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the table: a figure beside its reference, and the verdict."""
-
-    what: str
-    figure: str
-    reference: str
-    ratio: str
-    target: str
-    ok: bool | None  # None: reported, no target yet
-
-
-@dataclass(frozen=True)
-class Case:
-    """A target of performance.md.
-
-    ``measure(quick)`` returns a dict with ``"rows"`` (a list of :class:`Row`),
-    ``"ok"`` (True/False, None when there is only something to report) and the
-    raw figures under descriptive keys (ns, bytes, ratios), which asv tracks.
-    """
-
-    id: str
-    what: str
-    target: str
-    measure: Callable[[bool], dict[str, Any]] = field(repr=False)
-
-
-CASES: list[Case] = []
-
-
-def register(case: Case) -> Case:
-    """Append ``case`` to :data:`CASES` (ids are unique); returns it."""
-    if any(existing.id == case.id for existing in CASES):
-        raise ValueError(f"a benchmark case {case.id} is already registered")
-    CASES.append(case)
-    return case
-
-
-def run_case(case: Case, quick: bool) -> dict[str, Any]:
-    """``case.measure(quick)`` with the verdict derived from its rows if it set none."""
-    result = case.measure(quick)
-    if "ok" not in result:
-        verdicts = [row.ok for row in result["rows"] if row.ok is not None]
-        result["ok"] = all(verdicts) if verdicts else None
-    return result
-
-
-# -- timing ---------------------------------------------------------------------
-
-
-class Loop:
-    """A statement compiled into a tight timed loop, like ``timeit`` does.
-
-    The names in ``env`` are bound as default arguments, so the statement reads
-    them as fast locals; the statement is repeated ``unroll`` times per
-    iteration. Operation and reference built the same way pay the same overhead.
-    """
-
-    def __init__(self, stmt: str, env: Mapping[str, Any] | None = None, unroll: int = UNROLL):
-        env = dict(env or {})
-        for name in env:
-            if not name.isidentifier() or name.startswith("_"):
-                raise ValueError(f"bad loop variable name {name!r}")
-        params = "".join(f", {name}=_env[{name!r}]" for name in env)
-        body = "".join(f"        {stmt}\n" for _ in range(unroll))
-        source = (f"def _loop(_it, _now{params}):\n"
-                  f"    _t0 = _now()\n"
-                  f"    for _ in _it:\n"
-                  f"{body}"
-                  f"    return _now() - _t0\n")
-        namespace: dict[str, Any] = {"_env": env}
-        exec(compile(source, f"<scopeops.bench: {stmt}>", "exec"), namespace)
-        self.stmt = stmt
-        self.unroll = unroll
-        self._fn = namespace["_loop"]
-
-    def run_ns(self, iterations: int) -> int:
-        """Total ns for ``iterations`` loop iterations, garbage collection off."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._fn(_repeat(None, iterations), _now_ns)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    def batch(self, ops: int = ASV_BATCH) -> Callable[[], None]:
-        """A zero-argument callable running ``ops`` statements (an asv time_* body)."""
-        fn = self._fn
-        iterations = max(1, ops // self.unroll)
-
-        def run_batch() -> None:
-            fn(_repeat(None, iterations), _now_ns)
-
-        return run_batch
-
-
-def _effort(quick: bool) -> tuple[int, int]:
-    """(rounds, target ns per sample)."""
-    return (7, 5_000_000) if quick else (20, 10_000_000)
-
-
-def _calibrate(loop: Loop, sample_ns: int) -> int:
-    """Iterations for one sample to last about ``sample_ns`` (also warms the loop)."""
-    iterations = 1
-    while True:
-        elapsed = loop.run_ns(iterations)
-        if elapsed >= sample_ns // 4 or iterations >= 1 << 30:
-            return max(1, int(iterations * sample_ns / max(elapsed, 1)))
-        iterations *= 4
-
-
-def compare(loops: Mapping[str, Loop], quick: bool) -> dict[str, float]:
-    """Min ns per statement of each loop, sampled in interleaved rounds.
-
-    Operation and references alternate within every round (in a rotating
-    order), so a slow spell of the machine hits them alike; the minimum is the
-    estimate least disturbed by other processes.
-    """
-    rounds, sample_ns = _effort(quick)
-    names = list(loops)
-    iterations = {name: _calibrate(loops[name], sample_ns) for name in names}
-    best = {name: float("inf") for name in names}
-    for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            loop = loops[name]
-            per_op = loop.run_ns(iterations[name]) / (iterations[name] * loop.unroll)
-            best[name] = min(best[name], per_op)
-    return best
-
-
-@contextlib.contextmanager
-def _tracing() -> Iterator[None]:
-    """tracemalloc on for the block (left as found if someone already traces)."""
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        yield
-    finally:
-        if started:
-            tracemalloc.stop()
-
-
-def traced_growth(call: Callable[..., Any], args: tuple[Any, ...], calls: int) -> tuple[int, int]:
-    """(growth, peak above the start) of traced memory, in bytes, over ``calls`` calls."""
-    for _ in _repeat(None, 1000):
-        call(*args)  # first-sight registrations and caches are not the steady state
-    gc.collect()
-    it = _repeat(None, calls)
-    with _tracing():
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            tracemalloc.reset_peak()
-            start = tracemalloc.get_traced_memory()[0]
-            for _ in it:
-                call(*args)
-            end, peak = tracemalloc.get_traced_memory()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-    return end - start, peak - start
-
-
-# -- formatting -----------------------------------------------------------------
-
-
-def _ns(value: float) -> str:
-    if value >= 1e6:
-        return f"{value / 1e6:.2f} ms"
-    if value >= 1e3:
-        return f"{value / 1e3:.2f} us"
-    return f"{value:.1f} ns"
-
-
-def _bytes(value: float) -> str:
-    if abs(value) >= 1 << 20:
-        return f"{value / (1 << 20):.1f} MiB"
-    if abs(value) >= 1 << 10:
-        return f"{value / (1 << 10):.1f} KiB"
-    return f"{int(value)} B"
-
-
-def _x(ratio: float) -> str:
-    return f"{ratio:.2f}x"
-
-
-# -- fixtures (shared with the asv suite) -----------------------------------------
-
+from scopeops.bench._c_timing import EmptyMethods, nogil_empty_pair_ns, nogil_push_pop_ns
+from scopeops.bench.registry import Case, Row, register
+from scopeops.bench.timing import (
+    Loop,
+    compare,
+    effort,
+    format_bytes,
+    format_ns,
+    format_ratio,
+    gil_released_calls,
+    traced_growth,
+    tracing,
+)
 
 BINDINGS4 = {"a": "a", "b": "b", "c": "c", "d": "d"}
 
@@ -322,7 +102,7 @@ class ClearFixture:
         parent = self.parent
         for stack in self.stacks:
             stack.clear()  # idempotent: whatever ran before, the stacks end at ``depth``
-        for _ in _repeat(None, self.depth):
+        for _ in itertools.repeat(None, self.depth):
             for push in self._pushes:
                 push(parent)
         self._touch.run_ns(1)
@@ -454,54 +234,14 @@ class CopyFixture:
         return len(set(self.snapshot_addresses[1:])) == 1
 
 
-def gil_released_calls(works: Mapping[str, Callable[[], Any]], calls: int = 10) -> dict[str, int]:
-    """For each call in ``works``, in how many of ``calls`` calls another Python thread ran.
-
-    With a switch interval of a second the main thread never hands the GIL
-    over while it runs Python code, and a spinner thread that gives the GIL
-    back after every step cannot hold it either: the spinner advances during a
-    call only if the call itself released the GIL. A call that holds it scores
-    0 whatever the load; a busy machine (no free core for the spinner) can only
-    lower the score of one that releases it.
-    """
-    counter = [0]
-    stop = threading.Event()
-    started = threading.Event()
-
-    def spin() -> None:
-        started.set()
-        while not stop.is_set():
-            counter[0] += 1
-            time.sleep(0)  # releases the GIL
-
-    old_interval = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)
-    spinner = threading.Thread(target=spin, daemon=True)
-    hits = {name: 0 for name in works}
-    try:
-        spinner.start()
-        started.wait()
-        for _ in range(calls):
-            for name, work in works.items():
-                before = counter[0]
-                work()
-                if counter[0] != before:
-                    hits[name] += 1
-    finally:
-        stop.set()
-        spinner.join()
-        sys.setswitchinterval(old_interval)
-    return hits
-
-
 def memory_after_release(depth: int = 10_000) -> dict[str, int]:
     """M1: traced bytes before, held at ``depth``, and after clear()+release()."""
     parent = so.Workspace()
     stack = so.WorkspaceStack()
     push = stack.push_forward_workspace
-    it = _repeat(None, depth)
+    it = itertools.repeat(None, depth)
     gc.collect()
-    with _tracing():
+    with tracing():
         before = tracemalloc.get_traced_memory()[0]
         for _ in it:
             push(parent)
@@ -530,11 +270,11 @@ def measure_c1(quick: bool) -> dict[str, Any]:
         "chainmap_push_pop_ns": ns["chainmap_push_pop"],
         "ratio_empty": ratio, "speedup_chainmap": speedup,
         "rows": [
-            Row("push+pop pair, reuse, no bindings", _ns(ns["push_pop"]),
-                f"empty cdef pair {_ns(ns['empty_cdef_pair'])}", _x(ratio), "<= 2.5x",
+            Row("push+pop pair, reuse, no bindings", format_ns(ns["push_pop"]),
+                f"empty cdef pair {format_ns(ns['empty_cdef_pair'])}", format_ratio(ratio), "<= 2.5x",
                 ratio <= 2.5),
-            Row("  vs ChainMap new_child/parents", _ns(ns["push_pop"]),
-                f"ChainMap pair {_ns(ns['chainmap_push_pop'])}", f"{speedup:.1f}x faster",
+            Row("  vs ChainMap new_child/parents", format_ns(ns["push_pop"]),
+                f"ChainMap pair {format_ns(ns['chainmap_push_pop'])}", f"{speedup:.1f}x faster",
                 ">= 8x faster", speedup >= 8.0),
         ],
     }
@@ -549,8 +289,8 @@ def measure_c2(quick: bool) -> dict[str, Any]:
         "push_pop_bindings4_ns": ns["push_pop_bindings4"],
         "empty_cdef_pair_bindings4_ns": ns["empty_cdef_pair_bindings4"],
         "ratio_empty": ratio,
-        "rows": [Row("push+pop pair, 4 unchanged bindings", _ns(ns["push_pop_bindings4"]),
-                     f"empty cdef pair {_ns(ns['empty_cdef_pair_bindings4'])}", _x(ratio),
+        "rows": [Row("push+pop pair, 4 unchanged bindings", format_ns(ns["push_pop_bindings4"]),
+                     f"empty cdef pair {format_ns(ns['empty_cdef_pair_bindings4'])}", format_ratio(ratio),
                      "<= 6x", ratio <= 6.0)],
     }
 
@@ -558,7 +298,7 @@ def measure_c2(quick: bool) -> dict[str, Any]:
 def measure_c3(quick: bool) -> dict[str, Any]:
     parent = so.Workspace()
     stack = so.WorkspaceStack()
-    rounds, _ = _effort(quick)
+    rounds, _ = effort(quick)
     pairs = 2_000_000 if quick else 5_000_000
     best_op = best_floor = float("inf")
     for _ in range(rounds):
@@ -567,8 +307,8 @@ def measure_c3(quick: bool) -> dict[str, Any]:
     ratio = best_op / best_floor
     return {
         "nogil_push_pop_ns": best_op, "nogil_empty_pair_ns": best_floor, "ratio_floor": ratio,
-        "rows": [Row("nogil push+pop pair (C API)", _ns(best_op),
-                     f"empty C pair {_ns(best_floor)}", _x(ratio), "<= 3 ns",
+        "rows": [Row("nogil push+pop pair (C API)", format_ns(best_op),
+                     f"empty C pair {format_ns(best_floor)}", format_ratio(ratio), "<= 3 ns",
                      best_op <= 3.0)],
     }
 
@@ -606,11 +346,11 @@ def measure_c4(quick: bool) -> dict[str, Any]:
         "empty_cdef_clear_ns": per_call["empty"], "ratio_depth": depth_ratio,
         "ratio_empty": empty_ratio,
         "rows": [
-            Row("clear() at depth 1024 vs depth 1", _ns(per_call["depth1024"]),
-                f"depth 1 {_ns(per_call['depth1'])}", _x(depth_ratio), "within 10%",
+            Row("clear() at depth 1024 vs depth 1", format_ns(per_call["depth1024"]),
+                f"depth 1 {format_ns(per_call['depth1'])}", format_ratio(depth_ratio), "within 10%",
                 abs(depth_ratio - 1.0) <= 0.10),
-            Row("  clear() vs empty cdef clear()", _ns(worst),
-                f"empty cdef {_ns(per_call['empty'])}", _x(empty_ratio), "<= 2x",
+            Row("  clear() vs empty cdef clear()", format_ns(worst),
+                f"empty cdef {format_ns(per_call['empty'])}", format_ratio(empty_ratio), "<= 2x",
                 empty_ratio <= 2.0),
         ],
     }
@@ -620,15 +360,15 @@ def measure_c5(quick: bool) -> dict[str, Any]:
     ns = compare(local_lookup_loops(), quick)
     get_ratio = ns["get_blob_local"] / ns["dict_get"]
     fetch_ratio = ns["fetch_blob_local"] / ns["dict_get"]
-    reference = f"dict.get {_ns(ns['dict_get'])}"
+    reference = f"dict.get {format_ns(ns['dict_get'])}"
     return {
         "get_blob_local_ns": ns["get_blob_local"], "fetch_blob_local_ns": ns["fetch_blob_local"],
         "dict_get_ns": ns["dict_get"], "ratio_get_blob": get_ratio, "ratio_fetch_blob": fetch_ratio,
         "rows": [
-            Row(f"get_blob, local name ({LOCAL_BLOBS} blobs)", _ns(ns["get_blob_local"]),
-                reference, _x(get_ratio), "<= 1.6x", get_ratio <= 1.6),
-            Row(f"fetch_blob, local name ({LOCAL_BLOBS} blobs)", _ns(ns["fetch_blob_local"]),
-                reference, _x(fetch_ratio), "<= 1.6x", fetch_ratio <= 1.6),
+            Row(f"get_blob, local name ({LOCAL_BLOBS} blobs)", format_ns(ns["get_blob_local"]),
+                reference, format_ratio(get_ratio), "<= 1.6x", get_ratio <= 1.6),
+            Row(f"fetch_blob, local name ({LOCAL_BLOBS} blobs)", format_ns(ns["fetch_blob_local"]),
+                reference, format_ratio(fetch_ratio), "<= 1.6x", fetch_ratio <= 1.6),
         ],
     }
 
@@ -643,9 +383,9 @@ def measure_c6(quick: bool) -> dict[str, Any]:
                        f"local_lookup_{levels}_ns": local,
                        f"speedup_chainmap_{levels}": chain / op, f"ratio_local_{levels}": op / local})
         result["rows"] += [
-            Row(f"get_blob {levels} shared levels up", _ns(op), f"ChainMap {_ns(chain)}",
+            Row(f"get_blob {levels} shared levels up", format_ns(op), f"ChainMap {format_ns(chain)}",
                 f"{chain / op:.1f}x faster", "report", None),
-            Row("  vs local lookup", _ns(op), f"local {_ns(local)}", _x(op / local),
+            Row("  vs local lookup", format_ns(op), f"local {format_ns(local)}", format_ratio(op / local),
                 "goal <= 2x (report)", None),
         ]
     return result
@@ -664,8 +404,8 @@ def measure_c7(quick: bool) -> dict[str, Any]:
         growth, peak = traced_growth(call, args, calls)
         result[f"{key}_growth_bytes"] = growth
         result[f"{key}_peak_bytes"] = peak
-        rows.append(Row(f"{what}, 10^5 calls", f"{_bytes(growth)} (peak +{_bytes(peak)})",
-                        f"empty-call loop {_bytes(floor)}", "-", "flat (< 1 KiB)",
+        rows.append(Row(f"{what}, 10^5 calls", f"{format_bytes(growth)} (peak +{format_bytes(peak)})",
+                        f"empty-call loop {format_bytes(floor)}", "-", "flat (< 1 KiB)",
                         growth < 1024))
     result["rows"] = rows
     return result
@@ -691,8 +431,8 @@ def measure_c8(quick: bool) -> dict[str, Any]:
         "buffer_reused": reused,
         "rows": [
             Row(f"copy_forwarded_tensors {COPY_MIB} MiB f32 loop",
-                f"{_ns(ns['copy_forwarded'])} ({gib_s:.1f} GB/s)",
-                f"np.copyto {_ns(ns['numpy_copyto'])} ({ref_gib_s:.1f} GB/s)",
+                f"{format_ns(ns['copy_forwarded'])} ({gib_s:.1f} GB/s)",
+                f"np.copyto {format_ns(ns['numpy_copyto'])} ({ref_gib_s:.1f} GB/s)",
                 f"{throughput:.0%} thr.", ">= 80% throughput", throughput >= 0.8),
             Row("  GIL released: other thread ran", f"in {hits['op']}/{calls} loops",
                 f"np.copyto {hits['reference']}/{calls}", "-", "yes (> 0)", gil_ok),
@@ -706,8 +446,8 @@ def measure_m1(quick: bool) -> dict[str, Any]:
     fraction = figures["residue_bytes"] / figures["held_bytes"]
     return dict(figures, residue_fraction=fraction, rows=[
         Row("push 10,000, clear(), release()",
-            f"{_bytes(figures['before_bytes'])} -> {_bytes(figures['after_bytes'])}",
-            f"held {_bytes(figures['held_bytes'])} at depth", f"{fraction:.3%} left",
+            f"{format_bytes(figures['before_bytes'])} -> {format_bytes(figures['after_bytes'])}",
+            f"held {format_bytes(figures['held_bytes'])} at depth", f"{fraction:.3%} left",
             "back within 1%", fraction <= 0.01),
     ])
 
@@ -728,102 +468,3 @@ for _case in (
 ):
     register(_case)
 del _case
-
-
-# -- the table ---------------------------------------------------------------------
-
-_COLUMNS = ("id", "what", "figure", "reference", "ratio", "target", "ok")
-
-
-def _verdict(ok: bool | None) -> str:
-    return "report" if ok is None else ("yes" if ok else "NO")
-
-
-def format_table(results: Sequence[tuple[Case, dict[str, Any]]]) -> str:
-    """The results as a plain-text table, one line per row."""
-    lines = [list(_COLUMNS)]
-    for case, result in results:
-        for row in result["rows"]:
-            lines.append([case.id, row.what, row.figure, row.reference, row.ratio, row.target,
-                          _verdict(row.ok)])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(_COLUMNS))]
-    out = []
-    for n, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * width for width in widths))
-    return "\n".join(out)
-
-
-def select(only: str | None) -> list[Case]:
-    """The cases named in ``only`` ("C1,C5", any case), all of them for None."""
-    if not only:
-        return list(CASES)
-    wanted = [item.strip().upper() for item in only.split(",") if item.strip()]
-    known = {case.id.upper(): case for case in CASES}
-    unknown = [item for item in wanted if item not in known]
-    if unknown:
-        raise ValueError(f"unknown case id(s): {', '.join(unknown)} "
-                         f"(known: {', '.join(case.id for case in CASES)})")
-    return [known[item] for item in dict.fromkeys(wanted)]
-
-
-def _failed(case: Case, exc: BaseException) -> dict[str, Any]:
-    """A case that raised: one row saying so (the traceback goes to stderr)."""
-    traceback.print_exception(exc, file=sys.stderr)
-    return {"ok": False, "rows": [Row(case.what, f"error: {type(exc).__name__}: {exc}"[:60],
-                                      "-", "-", case.target, False)]}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Measure the selected cases and print the table; the exit status for ``--check``."""
-    parser = argparse.ArgumentParser(
-        prog="scopeops bench",
-        description="Measure scopeops' performance targets against their references "
-                    "(ratios measured side by side in this run).")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier figures)")
-    parser.add_argument("--only", metavar="IDS", help="comma-separated case ids, e.g. C1,C5")
-    parser.add_argument("--check", action="store_true",
-                        help="exit with status 1 when a target is missed")
-    parser.add_argument("--list", action="store_true", help="list the cases and exit")
-    args = parser.parse_args(argv)
-    _load_layer_cases()
-    try:
-        cases = select(args.only)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.list:
-        for case in cases:
-            print(f"{case.id:4} {case.what}: {case.target}")
-        return 0
-    started = time.perf_counter()
-    results = []
-    for case in cases:
-        try:
-            result = run_case(case, args.quick)
-        except Exception as exc:  # one broken case must not hide the others' figures
-            result = _failed(case, exc)
-        results.append((case, result))
-    elapsed = time.perf_counter() - started
-    print(f"scopeops {so.__version__} bench ({'quick' if args.quick else 'full'}), "
-          f"Python {sys.version.split()[0]}, numpy {np.__version__}")
-    print(format_table(results))
-    missed = [case.id for case, result in results if result["ok"] is False]
-    print(f"{len(results)} cases in {elapsed:.1f} s; "
-          + (f"missed: {', '.join(missed)}" if missed else "every target met"))
-    return 1 if (args.check and missed) else 0
-
-
-def _load_layer_cases() -> None:
-    # The operator layer's cases live beside it; loading them registers them here.
-    import scopeops.bench_accumulate  # noqa: F401
-    import scopeops.bench_ops  # noqa: F401
-    import scopeops.bench_scopes  # noqa: F401
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so that cases other modules register on
-    # scopeops.bench are in the table (python -m loads this file a second time).
-    from scopeops.bench import main as _main
-
-    sys.exit(_main())

@@ -1,0 +1,224 @@
+"""Timing helpers: statements compiled into tight loops, interleaved comparisons,
+traced memory growth, and whether a call releases the GIL.
+
+A figure is always a ratio to a reference measured in the same run: operation and
+reference alternate within every round, and each keeps its fastest round, so a slow
+spell of the shared machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+__all__ = [
+    "ASV_BATCH",
+    "Loop",
+    "UNROLL",
+    "calibrate",
+    "compare",
+    "effort",
+    "format_bytes",
+    "format_ns",
+    "format_ratio",
+    "gil_released_calls",
+    "traced_growth",
+    "tracing",
+]
+
+_now_ns = time.perf_counter_ns
+_repeat = itertools.repeat
+
+# Statements are unrolled this many times per loop iteration, so that the
+# interpreter's loop overhead is a small fraction of a nanosecond-scale call.
+UNROLL = 10
+# Operations per call of an asv time_* body (asv may time every call alone).
+ASV_BATCH = 1000
+
+
+class Loop:
+    """A statement compiled into a tight timed loop, like ``timeit`` does.
+
+    The names in ``env`` are bound as default arguments, so the statement reads
+    them as fast locals; the statement is repeated ``unroll`` times per
+    iteration. Operation and reference built the same way pay the same overhead.
+    """
+
+    def __init__(self, stmt: str, env: Mapping[str, Any] | None = None, unroll: int = UNROLL):
+        env = dict(env or {})
+        for name in env:
+            if not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"bad loop variable name {name!r}")
+        params = "".join(f", {name}=_env[{name!r}]" for name in env)
+        body = "".join(f"        {stmt}\n" for _ in range(unroll))
+        source = (f"def _loop(_it, _now{params}):\n"
+                  f"    _t0 = _now()\n"
+                  f"    for _ in _it:\n"
+                  f"{body}"
+                  f"    return _now() - _t0\n")
+        namespace: dict[str, Any] = {"_env": env}
+        exec(compile(source, f"<scopeops.bench: {stmt}>", "exec"), namespace)
+        self.stmt = stmt
+        self.unroll = unroll
+        self._fn = namespace["_loop"]
+
+    def run_ns(self, iterations: int) -> int:
+        """Total ns for ``iterations`` loop iterations, garbage collection off."""
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._fn(_repeat(None, iterations), _now_ns)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def batch(self, ops: int = ASV_BATCH) -> Callable[[], None]:
+        """A zero-argument callable running ``ops`` statements (an asv time_* body)."""
+        fn = self._fn
+        iterations = max(1, ops // self.unroll)
+
+        def run_batch() -> None:
+            fn(_repeat(None, iterations), _now_ns)
+
+        return run_batch
+
+
+def effort(quick: bool) -> tuple[int, int]:
+    """(rounds, target ns per sample)."""
+    return (7, 5_000_000) if quick else (20, 10_000_000)
+
+
+def calibrate(loop: Loop, sample_ns: int) -> int:
+    """Iterations for one sample to last about ``sample_ns`` (also warms the loop)."""
+    iterations = 1
+    while True:
+        elapsed = loop.run_ns(iterations)
+        if elapsed >= sample_ns // 4 or iterations >= 1 << 30:
+            return max(1, int(iterations * sample_ns / max(elapsed, 1)))
+        iterations *= 4
+
+
+def compare(loops: Mapping[str, Loop], quick: bool) -> dict[str, float]:
+    """Min ns per statement of each loop, sampled in interleaved rounds.
+
+    Operation and references alternate within every round (in a rotating
+    order), so a slow spell of the machine hits them alike; the minimum is the
+    estimate least disturbed by other processes.
+    """
+    rounds, sample_ns = effort(quick)
+    names = list(loops)
+    iterations = {name: calibrate(loops[name], sample_ns) for name in names}
+    best = {name: float("inf") for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            loop = loops[name]
+            per_op = loop.run_ns(iterations[name]) / (iterations[name] * loop.unroll)
+            best[name] = min(best[name], per_op)
+    return best
+
+
+@contextlib.contextmanager
+def tracing() -> Iterator[None]:
+    """tracemalloc on for the block (left as found if someone already traces)."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        yield
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def traced_growth(call: Callable[..., Any], args: tuple[Any, ...], calls: int) -> tuple[int, int]:
+    """(growth, peak above the start) of traced memory, in bytes, over ``calls`` calls."""
+    for _ in _repeat(None, 1000):
+        call(*args)  # first-sight registrations and caches are not the steady state
+    gc.collect()
+    it = _repeat(None, calls)
+    with tracing():
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            for _ in it:
+                call(*args)
+            end, peak = tracemalloc.get_traced_memory()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+    return end - start, peak - start
+
+
+# -- formatting -----------------------------------------------------------------
+
+
+def format_ns(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} ms"
+    if value >= 1e3:
+        return f"{value / 1e3:.2f} us"
+    return f"{value:.1f} ns"
+
+
+def format_bytes(value: float) -> str:
+    if abs(value) >= 1 << 20:
+        return f"{value / (1 << 20):.1f} MiB"
+    if abs(value) >= 1 << 10:
+        return f"{value / (1 << 10):.1f} KiB"
+    return f"{int(value)} B"
+
+
+def format_ratio(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+
+
+def gil_released_calls(works: Mapping[str, Callable[[], Any]], calls: int = 10) -> dict[str, int]:
+    """For each call in ``works``, in how many of ``calls`` calls another Python thread ran.
+
+    With a switch interval of a second the main thread never hands the GIL
+    over while it runs Python code, and a spinner thread that gives the GIL
+    back after every step cannot hold it either: the spinner advances during a
+    call only if the call itself released the GIL. A call that holds it scores
+    0 whatever the load; a busy machine (no free core for the spinner) can only
+    lower the score of one that releases it.
+    """
+    counter = [0]
+    stop = threading.Event()
+    started = threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while not stop.is_set():
+            counter[0] += 1
+            time.sleep(0)  # releases the GIL
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    spinner = threading.Thread(target=spin, daemon=True)
+    hits = {name: 0 for name in works}
+    try:
+        spinner.start()
+        started.wait()
+        for _ in range(calls):
+            for name, work in works.items():
+                before = counter[0]
+                work()
+                if counter[0] != before:
+                    hits[name] += 1
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(old_interval)
+    return hits
