@@ -17,9 +17,9 @@ from scopeops.errors import (
 )
 
 try:
-    from scopeops._types import TypeMeta, known_types, register_known_type, type_meta
     from scopeops._blob import Blob
     from scopeops._stack import WorkspaceStack
+    from scopeops._types import TypeMeta, known_types, register_known_type, type_meta
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         "scopeops' compiled core is not built or not importable "
@@ -28,16 +28,19 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 # The operator layer, above the core.
-from scopeops import ops
+from scopeops import control, ops, testing
 from scopeops.defs import NetDef, OperatorDef
+from scopeops.gradients import add_gradient_ops
 from scopeops.net import Net, create_operator
 from scopeops.workspace import Workspace
-from scopeops.gradients import add_gradient_ops
-from scopeops import control, testing
 
 __version__ = "0.1.0"
 
 # The toolkit, above the operator layer.
+from scopeops import accumulation, checkpoint, initializers, memory, viz
+from scopeops.accumulation import accumulate, accumulate_microbatches
+from scopeops.checkpoint import load_workspace, save_workspace
+from scopeops.memory import cast_to_float16, memory_report
 from scopeops.scope import (
     BlobReference,
     DeviceOption,
@@ -49,7 +52,6 @@ from scopeops.scope import (
     current_name_scope,
     scoped_name,
 )
-from scopeops import initializers
 from scopeops.variables import (
     AUTO_REUSE,
     VariableScope,
@@ -59,10 +61,6 @@ from scopeops.variables import (
     trainable_variables,
     variable_scope,
 )
-from scopeops import accumulation, memory, checkpoint, viz
-from scopeops.accumulation import accumulate, accumulate_microbatches
-from scopeops.memory import cast_to_float16, memory_report
-from scopeops.checkpoint import load_workspace, save_workspace
 
 __all__ = [
     "AUTO_REUSE",

@@ -22,9 +22,9 @@ import numpy as np
 from scopeops._accumulate import accumulate
 from scopeops._blob import Blob
 from scopeops._stack import WorkspaceStack
+from scopeops.defs import NetDef, as_netdef
 from scopeops.errors import BlobNotFoundError, BlobTypeError
 from scopeops.gradients import grad_name
-from scopeops.defs import NetDef, as_netdef
 from scopeops.workspace import Workspace
 
 __all__ = ["accumulate", "accumulate_microbatches", "microbatch_slices"]

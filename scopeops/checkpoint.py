@@ -529,7 +529,8 @@ def _read_values(path: str | os.PathLike[str]) -> dict[str, Any]:
             opened.hasher.update(raw)
             raws.append(raw)
         _check_digest(stream, opened.hasher, where)
-    return {entry.name: _decode(entry, raw, where) for entry, raw in zip(opened.entries, raws)}
+    return {entry.name: _decode(entry, raw, where)
+            for entry, raw in zip(opened.entries, raws, strict=True)}
 
 
 def load_workspace(path: str | os.PathLike[str]) -> Workspace:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from scopeops.defs import NetDef, as_netdef, external_reads_writes
 from scopeops.errors import OperatorError
 from scopeops.names import BlobReference, scoped_name
-from scopeops.defs import NetDef, as_netdef, external_reads_writes
 from scopeops.net import Net
 
 __all__ = ["add_if", "add_while", "external_blobs"]
@@ -104,8 +104,8 @@ def add_if(net: Net, cond: str, then_net: Any, else_net: Any = None,
     passed_through = [n for n in outputs if n not in both]
     inputs = _union(then_in, else_in, passed_through)
     then_scope = _unique_blob(net, f"{net.name}/workspace_if_then")
-    if_args: dict[str, Any] = {"then_net": _do_net(f"{net.name}/do_then_net", then_net, then_in, then_out,
-                                   then_scope)}
+    if_args: dict[str, Any] = {"then_net": _do_net(f"{net.name}/do_then_net", then_net,
+                                                   then_in, then_out, then_scope)}
     scopes = [then_scope]
     if else_net is not None:
         net.add_op("CreateScope", [], [then_scope])
@@ -139,8 +139,9 @@ def add_while(net: Net, cond: str, body_net: Any, cond_net: Any = None,
     body_in, body_out = external_blobs(body_net, scope)
     body_in = _union(body_in, body_out)
     body_scope = _unique_blob(net, f"{net.name}/workspace_loop_body")
-    while_args: dict[str, Any] = {"loop_net": _do_net(f"{net.name}/do_loop_body_net", body_net, body_in,
-                                      body_out, body_scope, copy_external_blobs=True)}
+    loop_net = _do_net(f"{net.name}/do_loop_body_net", body_net, body_in, body_out, body_scope,
+                       copy_external_blobs=True)
+    while_args: dict[str, Any] = {"loop_net": loop_net}
     inputs = [cond] + [n for n in body_in if n != cond]
     outputs = list(body_out)
     scopes = [body_scope]

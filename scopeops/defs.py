@@ -65,7 +65,8 @@ def _arg_to_dict(value: Any) -> Any:
 def _arg_from_dict(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) != {"__netdef__"}:
-            raise ValueError(f"an argument dict must be a serialised NetDef, got keys {sorted(value)}")
+            raise ValueError(f"an argument dict must be a serialised NetDef, "
+                             f"got keys {sorted(value)}")
         return NetDef.from_dict(value["__netdef__"])
     if isinstance(value, list):
         return [_arg_from_dict(v) for v in value]

@@ -105,7 +105,8 @@ class MemoryReport(Sequence[MemoryRow]):
 
         def render(cells: Sequence[str]) -> str:
             return "  ".join(cell.rjust(w) if i == 5 else cell.ljust(w)
-                             for i, (cell, w) in enumerate(zip(cells, widths))).rstrip()
+                             for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+                             ).rstrip()
 
         out = [render(header), render(["-" * w for w in widths])]
         out += [render(line) for line in lines]
@@ -306,10 +307,10 @@ def cast_to_float16(workspace: Workspace, names: Iterable[str] | str,
     with np.errstate(over="ignore"):   # overflow is checked below, by name
         copies = [value.astype(np.float16) for _, _, value in plan]
     if not allow_overflow:
-        for (name, _, value), copy in zip(plan, copies):
+        for (name, _, value), copy in zip(plan, copies, strict=True):
             _check_range(name, value, copy)
     saved = 0
-    for (_, blob, _), copy in zip(plan, copies):
+    for (_, blob, _), copy in zip(plan, copies, strict=True):
         before = blob.nbytes
         blob.set(copy)
         saved += before - blob.nbytes

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 import scopeops.ops.numeric  # noqa: F401  - the fill, Mul and SumElements the loss uses
-from scopeops.gradients import add_gradient_ops
 from scopeops.defs import NetDef, OperatorDef, as_netdef
+from scopeops.gradients import add_gradient_ops
 from scopeops.net import Net, create_operator
 from scopeops.ops.executor import NetExecutor
 from scopeops.workspace import Workspace

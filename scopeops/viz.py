@@ -36,8 +36,8 @@ import numpy as np
 
 from scopeops._stack import WorkspaceStack
 from scopeops._workspace import Workspace as _CoreWorkspace
-from scopeops.errors import ScopeError
 from scopeops.defs import NetDef
+from scopeops.errors import ScopeError
 from scopeops.net import Net
 from scopeops.ops.executor import NetExecutor
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from scopeops import _workspace
-from scopeops.errors import OperatorError
 from scopeops.defs import NetDef, OperatorDef, as_netdef
+from scopeops.errors import OperatorError
 from scopeops.ops.executor import NetExecutor
 
 __all__ = ["Workspace"]
@@ -69,7 +69,8 @@ class Workspace(_workspace.Workspace):
             name = as_netdef(name).name
         executor = self._net_map().get(name)
         if executor is None:
-            raise OperatorError(f"Net {name} does not exist in this workspace; create_net() it first")
+            raise OperatorError(f"Net {name} does not exist in this workspace; "
+                                f"create_net() it first")
         executor.run()
 
     def run_net_once(self, net: Any) -> None:

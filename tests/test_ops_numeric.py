@@ -554,7 +554,7 @@ def test_gradient_op_writing_over_its_inputs_matches_fresh_outputs(type_name):
     fresh = [f"fresh{i}" for i in range(len(in_place_outputs))]
     expected = run_op_named(type_name, values, names, fresh, **args)
     ws = run_op_named(type_name, values, names, in_place_outputs, **args)
-    for got, want in zip(in_place_outputs, fresh):
+    for got, want in zip(in_place_outputs, fresh, strict=True):
         np.testing.assert_allclose(ws[got], expected[want], rtol=1e-12, err_msg=got)
 
 

@@ -50,7 +50,7 @@ def test_create_scope_clears_an_existing_stack_keeping_its_capacity():
     assert len(stack) == 0
     assert stack.capacity == 2
     kept = stack.workspaces()
-    assert len(kept) == 2 and all(a is b for a, b in zip(kept, pushed))
+    assert len(kept) == 2 and all(a is b for a, b in zip(kept, pushed, strict=True))
 
 
 def test_create_scope_cleared_stack_reuses_its_workspaces_in_order():

@@ -166,7 +166,8 @@ def test_push_with_missing_outer_raises_binding_error_without_change():
 
 @pytest.mark.parametrize(
     "bindings, error",
-    [({"x": 5}, TypeError), ({"": "x"}, ValueError), (5, TypeError), ([("x",)], (TypeError, ValueError))],
+    [({"x": 5}, TypeError), ({"": "x"}, ValueError), (5, TypeError),
+     ([("x",)], (TypeError, ValueError))],
     ids=["outer-int", "inner-empty", "not-iterable", "one-tuple"],
 )
 def test_push_with_malformed_bindings_raises_without_change(bindings, error):
@@ -579,7 +580,8 @@ def test_release_drops_the_stack_reference_to_dormant_workspaces():
 
 
 def test_check_bindings_match_accepts_equal_bindings():
-    assert so.WorkspaceStack.check_bindings_match({"a": "x", "b": "y"}, {"b": "y", "a": "x"}) is None
+    matched = so.WorkspaceStack.check_bindings_match({"a": "x", "b": "y"}, {"b": "y", "a": "x"})
+    assert matched is None
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ def test_stub_names_every_public_name_of_its_module(module):
               if not name.startswith("_") and (inspect.isclass(getattr(compiled, name))
                                                or callable(getattr(compiled, name)))
               and getattr(getattr(compiled, name), "__module__", "") == compiled.__name__]
-    missing = [name for name in public if f"class {name}" not in stub and f"def {name}(" not in stub]
+    missing = [name for name in public
+               if f"class {name}" not in stub and f"def {name}(" not in stub]
     assert not missing, f"{module}.pyi lacks {missing}"
 
 

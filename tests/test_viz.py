@@ -136,7 +136,7 @@ def check_dot(source):
                     while toks[pos] == "->":
                         take()
                         chain.append(ident())
-                    edges.extend(zip(chain, chain[1:]))
+                    edges.extend(zip(chain, chain[1:], strict=False))
                     if toks[pos] == "[":
                         attrs()
                 else:
@@ -256,7 +256,7 @@ def test_a_long_shared_chain_draws_without_recursion():
     ws = so.Workspace()
     ws["bottom"] = 0
     chain = 3 * sys.getrecursionlimit()
-    for level in range(chain):
+    for _ in range(chain):
         ws = so.Workspace(shared=ws)
     text = viz.tree(ws)
     assert text.rstrip().endswith("bottom: int, 28 bytes")

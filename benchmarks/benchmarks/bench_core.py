@@ -79,7 +79,8 @@ class Clear:
 
 
 class Lookup:
-    """C5, C6: a local name among 100 blobs, and a name 8 and 64 `shared` levels up (1,000 lookups)."""
+    """C5, C6: a local name among 100 blobs, and a name 8 and 64 `shared` levels up
+    (1,000 lookups)."""
 
     def setup(self):
         loops = dict(_local_lookup_loops())
@@ -110,7 +111,8 @@ class Lookup:
 
 
 class Tensor:
-    """C7 timed: Blob.tensor with an unchanged shape, feed_blob over an existing blob (1,000 calls)."""
+    """C7 timed: Blob.tensor with an unchanged shape, feed_blob over an existing blob
+    (1,000 calls)."""
 
     def setup(self):
         self.run = {name: loop.batch(BATCH) for name, loop in _tensor_loops().items()}

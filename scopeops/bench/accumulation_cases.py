@@ -78,9 +78,11 @@ def measure_t1(quick: bool) -> dict[str, Any]:
     rows = [
         Row(f"accumulate {T1_MIB} MiB f32, scale 0.5",
             f"{format_ns(ns['accumulate'])} ({gb_s:.0f} GB/s)",
-            f"np.add(d, s*x, out=d) {format_ns(ns['numpy'])}", format_ratio(ratio), "<= 1.0x", ratio <= 1.0),
+            f"np.add(d, s*x, out=d) {format_ns(ns['numpy'])}", format_ratio(ratio), "<= 1.0x",
+            ratio <= 1.0),
         Row("  scale 1.0", format_ns(ns["accumulate_scale1"]),
-            f"np.add(d, 1.0*x, out=d) {format_ns(ns['numpy_scale1'])}", format_ratio(ratio1), "<= 1.0x",
+            f"np.add(d, 1.0*x, out=d) {format_ns(ns['numpy_scale1'])}", format_ratio(ratio1),
+            "<= 1.0x",
             ratio1 <= 1.0),
         Row("  scale 1.0 vs bare np.add(d, x, out=d)", format_ns(ns["accumulate_scale1"]),
             f"np.add {format_ns(ns['numpy_plain_add'])}", format_ratio(floor), "report", None),

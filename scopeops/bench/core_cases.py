@@ -10,7 +10,7 @@ import collections
 import gc
 import itertools
 import tracemalloc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -271,7 +271,8 @@ def measure_c1(quick: bool) -> dict[str, Any]:
         "ratio_empty": ratio, "speedup_chainmap": speedup,
         "rows": [
             Row("push+pop pair, reuse, no bindings", format_ns(ns["push_pop"]),
-                f"empty cdef pair {format_ns(ns['empty_cdef_pair'])}", format_ratio(ratio), "<= 2.5x",
+                f"empty cdef pair {format_ns(ns['empty_cdef_pair'])}", format_ratio(ratio),
+                "<= 2.5x",
                 ratio <= 2.5),
             Row("  vs ChainMap new_child/parents", format_ns(ns["push_pop"]),
                 f"ChainMap pair {format_ns(ns['chainmap_push_pop'])}", f"{speedup:.1f}x faster",
@@ -290,7 +291,8 @@ def measure_c2(quick: bool) -> dict[str, Any]:
         "empty_cdef_pair_bindings4_ns": ns["empty_cdef_pair_bindings4"],
         "ratio_empty": ratio,
         "rows": [Row("push+pop pair, 4 unchanged bindings", format_ns(ns["push_pop_bindings4"]),
-                     f"empty cdef pair {format_ns(ns['empty_cdef_pair_bindings4'])}", format_ratio(ratio),
+                     f"empty cdef pair {format_ns(ns['empty_cdef_pair_bindings4'])}",
+                     format_ratio(ratio),
                      "<= 6x", ratio <= 6.0)],
     }
 
@@ -381,11 +383,14 @@ def measure_c6(quick: bool) -> dict[str, Any]:
                             ns["local"])
         result.update({f"lookup_shared_{levels}_ns": op, f"chainmap_lookup_{levels}_ns": chain,
                        f"local_lookup_{levels}_ns": local,
-                       f"speedup_chainmap_{levels}": chain / op, f"ratio_local_{levels}": op / local})
+                       f"speedup_chainmap_{levels}": chain / op,
+                       f"ratio_local_{levels}": op / local})
         result["rows"] += [
-            Row(f"get_blob {levels} shared levels up", format_ns(op), f"ChainMap {format_ns(chain)}",
+            Row(f"get_blob {levels} shared levels up", format_ns(op),
+                f"ChainMap {format_ns(chain)}",
                 f"{chain / op:.1f}x faster", "report", None),
-            Row("  vs local lookup", format_ns(op), f"local {format_ns(local)}", format_ratio(op / local),
+            Row("  vs local lookup", format_ns(op), f"local {format_ns(local)}",
+                format_ratio(op / local),
                 "goal <= 2x (report)", None),
         ]
     return result
@@ -404,7 +409,8 @@ def measure_c7(quick: bool) -> dict[str, Any]:
         growth, peak = traced_growth(call, args, calls)
         result[f"{key}_growth_bytes"] = growth
         result[f"{key}_peak_bytes"] = peak
-        rows.append(Row(f"{what}, 10^5 calls", f"{format_bytes(growth)} (peak +{format_bytes(peak)})",
+        rows.append(Row(f"{what}, 10^5 calls",
+                        f"{format_bytes(growth)} (peak +{format_bytes(peak)})",
                         f"empty-call loop {format_bytes(floor)}", "-", "flat (< 1 KiB)",
                         growth < 1024))
     result["rows"] = rows

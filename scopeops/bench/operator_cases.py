@@ -11,7 +11,14 @@ import numpy as np
 
 import scopeops as so
 from scopeops.bench.registry import Case, Row, register
-from scopeops.bench.timing import Loop, compare, format_bytes, format_ns, format_ratio, traced_growth
+from scopeops.bench.timing import (
+    Loop,
+    compare,
+    format_bytes,
+    format_ns,
+    format_ratio,
+    traced_growth,
+)
 
 __all__ = ["O1Fixture", "O2Fixture", "measure_o1", "measure_o2"]
 
@@ -107,8 +114,10 @@ def measure_o1(quick: bool) -> dict[str, Any]:
     growth, peak = traced_growth(fixture.run, (), 100)
     rows = [
         Row("32 Do steps + gradients, 64x64 f32", format_ns(best["do_loop"]),
-            f"hand-written numpy {format_ns(best['numpy'])}", format_ratio(ratio), "<= 2x", ratio <= 2.0),
-        Row("  memory growth over 100 iterations", format_bytes(growth), f"peak +{format_bytes(peak)}",
+            f"hand-written numpy {format_ns(best['numpy'])}", format_ratio(ratio), "<= 2x",
+            ratio <= 2.0),
+        Row("  memory growth over 100 iterations", format_bytes(growth),
+            f"peak +{format_bytes(peak)}",
             "-", "< 64 KiB", growth < 64 * 1024),
         Row("  gradients equal numpy's", "yes" if agree else "NO", "-", "-", "yes", agree),
     ]
@@ -129,7 +138,7 @@ class O2Fixture:
         self.run()
         arrays = [np.ones(1, np.float32) for _ in range(ops + 1)]
         copyto = np.copyto
-        pairs = list(zip(arrays[1:], arrays[:-1]))
+        pairs = list(zip(arrays[1:], arrays[:-1], strict=True))
 
         def bare() -> None:
             for dst, src in pairs:

@@ -35,7 +35,8 @@ def format_table(results: Sequence[tuple[Case, dict[str, Any]]]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(_COLUMNS))]
     out = []
     for n, line in enumerate(lines):
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        out.append("  ".join(cells).rstrip())
         if n == 0:
             out.append("  ".join("-" * width for width in widths))
     return "\n".join(out)

@@ -6,6 +6,7 @@ them in :mod:`scopeops.ops`; those of the control operators live in
 :mod:`scopeops.gradients.control` and are registered when this package is imported.
 """
 
+from scopeops.gradients import control  # registers the Do, If and While gradient makers
 from scopeops.gradients.builder import (
     GradientContext,
     add_gradient_ops,
@@ -13,7 +14,6 @@ from scopeops.gradients.builder import (
     grad_name,
     insert_saves,
 )
-from scopeops.gradients import control  # registers the Do, If and While gradient makers
 
 __all__ = [
     "GradientContext",

@@ -30,8 +30,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from scopeops.errors import OperatorError
 from scopeops.defs import OperatorDef, as_netdef
+from scopeops.errors import OperatorError
 from scopeops.net import create_operator
 from scopeops.ops.base import NO_GRADIENT, SHOULD_NOT_DO_GRADIENT, lookup
 
@@ -171,7 +171,8 @@ def _analyse(ops: list[OperatorDef]) -> tuple[_Version, list[list[int]], list[li
 
 def backward_ops(ops: list[OperatorDef], initial: dict[str, str] | Iterable[str],
                  prefix: str = "", namer: Callable[[str], str] | None = None,
-                 external_only: bool = False) -> tuple[list[OperatorDef], dict[str, str], dict[tuple[str, int], str]]:
+                 external_only: bool = False
+                 ) -> tuple[list[OperatorDef], dict[str, str], dict[tuple[str, int], str]]:
     """The backward pass of ``ops`` given gradients for some of their final blobs.
 
     ``initial`` maps forward blobs (their final version) to the blob holding
@@ -179,8 +180,9 @@ def backward_ops(ops: list[OperatorDef], initial: dict[str, str] | Iterable[str]
     gradient blobs this pass creates (default ``<blob>_grad``). Returns the
     gradient ops; ``{blob: gradient blob}`` for every blob that received one (of
     its earliest version; with ``external_only``, only blobs that the ops read
-    before writing, i.e. the gradients of their values before the ops ran); and the saves needed, ``{(blob, version): saved
-    name}``, which the caller inserts with :func:`insert_saves`.
+    before writing, i.e. the gradients of their values before the ops ran); and
+    the saves needed, ``{(blob, version): saved name}``, which the caller inserts
+    with :func:`insert_saves`.
     """
     namer = namer or grad_name
     if not isinstance(initial, dict):
@@ -193,7 +195,8 @@ def backward_ops(ops: list[OperatorDef], initial: dict[str, str] | Iterable[str]
     backward: list[OperatorDef] = []
     for index in range(len(ops) - 1, -1, -1):
         op = ops[index]
-        g_output = [state.grad_of.get((n, v)) for n, v in zip(op.outputs, out_versions[index])]
+        g_output = [state.grad_of.get((n, v))
+                    for n, v in zip(op.outputs, out_versions[index], strict=True)]
         if all(g is None for g in g_output):
             continue
         maker = lookup(op.type).gradient

@@ -53,7 +53,7 @@ class _DoBindings:
                                 "length in Do op")
         outer = op.inputs[:-1] + op.outputs[:-1]
         self.scope = op.inputs[-1]
-        self.outer_of = {i: outer[k] for i, k in zip(inner, idx)}
+        self.outer_of = {i: outer[k] for i, k in zip(inner, idx, strict=True)}
         self.inner_of = {o: i for i, o in self.outer_of.items()}
         self.subnet_name = net.name or f"{op.name or op.type}/subnet"
 
@@ -71,7 +71,7 @@ def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
 
     b = _DoBindings(op)
     initial = {}
-    for outer, outer_grad in go.items():
+    for outer in go:
         inner = b.inner_of.get(outer)
         if inner is not None:
             initial[inner] = grad_name(inner)
@@ -201,7 +201,7 @@ def _if_gradient(g: Any) -> list[Any]:
     targets = {name: g.GI(i, inplace_ok=True) for i, name in wanted}
     fwd_ref = _fwd_ref_for(g)
     nets = {}
-    for key, branch in branches:
+    for key, _ in branches:
         bwd, result, writes = results[key]
         tail = []
         for i, name in wanted:
@@ -263,7 +263,6 @@ def _while_gradient(g: Any) -> list[Any]:
     b = _DoBindings(body)
     go = {name: g.GO(j) for j, name in enumerate(op.outputs) if g.GO(j) is not None}
     body_outputs = set(body.outputs[:-1])
-    body_inputs = body.inputs[:-1]
     fwd_ref = _fwd_ref_for(g)
     pre: list[Any] = []
     # Loop-carried blobs (read and written by the body) chain their gradient through
@@ -271,11 +270,8 @@ def _while_gradient(g: Any) -> list[Any]:
     # from zeros when the body gives it one.
     carried_go = {n: grad_name(n) for n in body_outputs if n in go}
     for _ in range(len(body_outputs) + 1):
-        probe_targets: dict[str, str] = {}
-        grad_do, written = do_gradient_op(
-            body.copy(), carried_go,
-            lambda outer: probe_targets.setdefault(outer, grad_name(outer)),
-            lambda outer: outer, tag=f"while{g.index}")
+        grad_do, written = do_gradient_op(body.copy(), carried_go, grad_name,
+                                          lambda outer: outer, tag=f"while{g.index}")
         missing = [n for n in written if n in body_outputs and n not in carried_go]
         if not missing:
             break

@@ -3,6 +3,7 @@
 Importing this package registers every built-in operator type.
 """
 
+from scopeops.ops import numeric  # noqa: F401  - registers the numeric operators and gradients
 from scopeops.ops.base import (
     NO_GRADIENT,
     SHOULD_NOT_DO_GRADIENT,
@@ -14,10 +15,9 @@ from scopeops.ops.base import (
     registered_operators,
     schema,
 )
-from scopeops.ops.create_scope import CreateScopeOp, HasScopeOp
 from scopeops.ops.control import DoOp, IfOp, WhileOp
+from scopeops.ops.create_scope import CreateScopeOp, HasScopeOp
 from scopeops.ops.executor import NetExecutor
-from scopeops.ops import numeric  # registers the numeric operators and their gradients
 
 __all__ = [
     "Arg",

@@ -103,10 +103,12 @@ class Schema:
     def check(self, inputs: list[str], outputs: list[str], args: dict[str, Any]) -> None:
         """Raise ValueError/TypeError describing the first violation of the schema."""
         if not self.min_inputs <= len(inputs) <= self.max_inputs:
-            raise ValueError(f"{self.type} takes {self._count_text(self.min_inputs, self.max_inputs)} "
+            counts = self._count_text(self.min_inputs, self.max_inputs)
+            raise ValueError(f"{self.type} takes {counts} "
                              f"input(s), got {len(inputs)}")
         if not self.min_outputs <= len(outputs) <= self.max_outputs:
-            raise ValueError(f"{self.type} takes {self._count_text(self.min_outputs, self.max_outputs)} "
+            counts = self._count_text(self.min_outputs, self.max_outputs)
+            raise ValueError(f"{self.type} takes {counts} "
                              f"output(s), got {len(outputs)}")
         for i, name in enumerate(inputs):
             for j, out in enumerate(outputs):

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from scopeops.errors import OperatorError
 from scopeops.defs import NetDef
+from scopeops.errors import OperatorError
 from scopeops.ops.base import Arg, Operator, register
 from scopeops.ops.create_scope import scope_stack
 from scopeops.ops.executor import NetExecutor
@@ -79,7 +79,7 @@ class DoOp(Operator):
         outer = outer_inputs + outer_outputs
         bindings: dict[str, str] = {}
         used: set[str] = set()
-        for inner, idx in zip(inner_blobs, outer_idx):
+        for inner, idx in zip(inner_blobs, outer_idx, strict=True):
             if inner in bindings:
                 raise OperatorError(f"Invalid blob bindings: redefinition of inner blob {inner}")
             if not 0 <= idx < len(outer):

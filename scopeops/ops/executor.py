@@ -65,15 +65,17 @@ class NetExecutor:
         index = 0
         epoch = structure_epoch
         try:
-            for index, operator in enumerate(self.operators):
+            for operator in self.operators:
                 if operator._epoch != epoch():   # Operator.prepare(), inlined: hot path
                     operator._resolve()
                 operator.run()
+                index += 1
         except OperatorError as exc:
             op = self.netdef.ops[index]
             if describe_op(op, index, self.netdef.name) in str(exc):
                 raise
-            raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: {exc}") from exc
+            where = describe_op(op, index, self.netdef.name)
+            raise OperatorError(f"{where} failed: {exc}") from exc
         except Exception as exc:
             op = self.netdef.ops[index]
             raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: "

@@ -526,13 +526,13 @@ class WeightedSumOp(NumericOperator):
         weights = self.weights()                    # read as scalars before any write
         dtype = np.result_type(*xs, *weights)
         out = self.output(0, xs[0].shape, dtype)
-        aliased = [w for x, w in zip(xs, weights) if x is out]
+        aliased = [w for x, w in zip(xs, weights, strict=True) if x is out]
         if aliased:
             np.multiply(out, sum(aliased), out=out)
-            rest = [(x, w) for x, w in zip(xs, weights) if x is not out]
+            rest = [(x, w) for x, w in zip(xs, weights, strict=True) if x is not out]
         else:
             np.multiply(xs[0], weights[0], out=out)
-            rest = list(zip(xs[1:], weights[1:]))
+            rest = list(zip(xs[1:], weights[1:], strict=True))
         if rest:
             term = self.scratch("term", out.shape, dtype)
             for x, w in rest:
