@@ -1,16 +1,14 @@
 """Gradient accumulation: so.accumulate and accumulate_microbatches."""
 
 import gc
-import os
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 import tracemalloc
 
 import numpy as np
 import pytest
+from support import build_cimport_client
 
 import scopeops as so
 from scopeops import _accumulate
@@ -738,7 +736,7 @@ def test_microbatch_slices_split_like_array_split():
 
 # --- the C-level API ----------------------------------------------------------------------
 
-CLIENT_PYX = textwrap.dedent(
+CLIENT_PYX = (
     """
     # cython: language_level=3
     from scopeops cimport Blob, TensorView, c_blob_tensor_view
@@ -758,40 +756,9 @@ CLIENT_PYX = textwrap.dedent(
     """
 )
 
-CLIENT_SETUP_PY = textwrap.dedent(
-    """
-    import sys
-    from Cython.Build import cythonize
-    from setuptools import Extension, setup
-    include = sys.argv.pop(1)
-    setup(
-        ext_modules=cythonize(
-            [Extension("scopeops_accumulate_client", ["scopeops_accumulate_client.pyx"])],
-            include_path=[include],
-            compiler_directives={"language_level": 3},
-        ),
-        script_args=["build_ext", "--inplace", "-q"],
-    )
-    """
-)
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    pytest.importorskip("Cython", reason="the C-API test compiles a module with Cython")
-    build_dir = tmp_path_factory.mktemp("accumulate_capi")
-    (build_dir / "scopeops_accumulate_client.pyx").write_text(CLIENT_PYX)
-    (build_dir / "setup.py").write_text(CLIENT_SETUP_PY)
-    package_parent = os.path.dirname(os.path.dirname(so.__file__))
-    result = subprocess.run([sys.executable, "setup.py", package_parent], cwd=build_dir,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    sys.path.insert(0, str(build_dir))
-    try:
-        import scopeops_accumulate_client
-    finally:
-        sys.path.remove(str(build_dir))
-    return scopeops_accumulate_client
+    return build_cimport_client(tmp_path_factory, "scopeops_accumulate_client", CLIENT_PYX)
 
 
 def test_c_accumulate_runs_on_blob_buffers_without_the_gil(client):

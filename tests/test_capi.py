@@ -1,17 +1,14 @@
 """The shipped .pxd files are the C-level API: prove it by compiling an outside
 module that cimports them and drives the stack and a tensor buffer without the GIL."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from support import build_cimport_client
 
 import scopeops as so
 
-CLIENT_PYX = textwrap.dedent(
+CLIENT_PYX = (
     """
     # cython: language_level=3
     from cpython.ref cimport PyObject
@@ -90,42 +87,9 @@ CLIENT_PYX = textwrap.dedent(
     """
 )
 
-SETUP_PY = textwrap.dedent(
-    """
-    import sys
-    from Cython.Build import cythonize
-    from setuptools import Extension, setup
-    include = sys.argv.pop(1)
-    setup(
-        ext_modules=cythonize(
-            [Extension("scopeops_capi_client", ["scopeops_capi_client.pyx"])],
-            include_path=[include],
-            compiler_directives={"language_level": 3},
-        ),
-        script_args=["build_ext", "--inplace", "-q"],
-    )
-    """
-)
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    pytest.importorskip("Cython", reason="the C-API test compiles a module with Cython")
-    build_dir = tmp_path_factory.mktemp("capi")
-    (build_dir / "scopeops_capi_client.pyx").write_text(CLIENT_PYX)
-    (build_dir / "setup.py").write_text(SETUP_PY)
-    package_parent = os.path.dirname(os.path.dirname(so.__file__))
-    result = subprocess.run(
-        [sys.executable, "setup.py", package_parent],
-        cwd=build_dir, capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    sys.path.insert(0, str(build_dir))
-    try:
-        import scopeops_capi_client
-    finally:
-        sys.path.remove(str(build_dir))
-    return scopeops_capi_client
+    return build_cimport_client(tmp_path_factory, "scopeops_capi_client", CLIENT_PYX)
 
 
 def test_nogil_push_pop_pairs_reuse_one_workspace(client):

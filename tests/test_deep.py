@@ -1,19 +1,14 @@
 """Deep structures: chains of 100,000 workspaces, a stack of 100,000 levels, a workspace of
 200,000 blobs. They work, they are freed without overflowing the C stack (each scenario
 runs in a subprocess, in a thread with a 1 MiB stack), and operations keep their
-documented cost (spec/core.md; docs/caffe2.md difference 6). Costs are checked as ratios
+documented cost (docs/workspaces.md; docs/caffe2.md difference 6). Costs are checked as ratios
 to a reference measured in the same run, with generous factors; no absolute times.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
-import scopeops as so
-
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(so.__file__)))
+from support import run_python
 
 PRELUDE = r"""
 import gc, json, sys, threading, time
@@ -55,9 +50,7 @@ def in_small_stack_thread(fn):
 
 def run_scenario(body, timeout=120):
     script = PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(report))\n"
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE_PARENT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = run_python(script, timeout=timeout)
     assert proc.returncode == 0, (f"the subprocess died with exit status {proc.returncode}\n"
                                   f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])

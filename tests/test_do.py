@@ -1,6 +1,6 @@
-"""The Do operator: constructor validation (reference section 4, in order, same phrases)
+"""The Do operator: constructor validation (Caffe2's do_op.h checks, in order, same phrases)
 and running: push / reuse / pop-gradient, bindings, snapshots, per-workspace net cache,
-and the deliberate difference 1 (a failing subnet leaves the stack as it found it)."""
+and docs/caffe2.md's deliberate difference 9 (a failing subnet leaves the stack as it found it)."""
 
 import re
 
@@ -569,7 +569,7 @@ def test_do_subnet_is_built_separately_in_each_pushed_workspace():
     assert ws.get_net("sub") is None
 
 
-# -- a failing subnet (difference 1) ------------------------------------------------------
+# -- a failing subnet (docs/caffe2.md difference 9) ---------------------------------------
 
 
 def failing_subnet():
@@ -650,7 +650,7 @@ def test_failing_gradient_do_leaves_the_stack_as_before():
     assert stack.top is top
 
 
-# -- difference 2 through a Do: never a removed outer blob ------------------------------------
+# -- difference 10 through a Do: never a removed outer blob -----------------------------------
 
 
 def scoped_forward_net(**extra):

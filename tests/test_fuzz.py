@@ -1,6 +1,6 @@
 """Property tests: every public entry point of the core and of the operator layer, called
 with arbitrary Python values, raises only the documented exception classes and leaves
-the objects valid (spec/core.md, docs/caffe2.md "Choices where Caffe2 had no answer").
+the objects valid (docs/workspaces.md, docs/caffe2.md "Choices where Caffe2 had no answer").
 
 What counts as documented: ``so.ScopeError`` subclasses, ``TypeError``, ``ValueError``,
 ``KeyError`` and ``OverflowError``. A hostile object's own exception (``HostileError``,
@@ -16,15 +16,12 @@ was fed.
 """
 
 import operator
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import reference_find, run_python
 
 import scopeops as so
 import scopeops.ops.math  # noqa: F401  - registers the numeric operators
@@ -37,7 +34,6 @@ FUZZ_SMALL = settings(FUZZ, max_examples=100)
 
 DOCUMENTED = (so.ScopeError, TypeError, ValueError, KeyError, OverflowError)
 OPERATOR_DOCUMENTED = (so.ScopeError, TypeError, ValueError)
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(so.__file__)))
 
 
 class HostileError(Exception):
@@ -323,25 +319,6 @@ def requested_bytes(shape, dtype):
 HUGE = 1 << 30   # a tensor request above this may fail with MemoryError
 
 
-def reference_find(ws, name):
-    """Where ``name`` resolves from ``ws`` by the documented rules, computed from the public
-    listings (no memo): local, then forwarded (dangling: not found, no fall-through; a
-    cycle: not found), then shared."""
-    seen = set()
-    while ws is not None:
-        if name in ws.local_blobs():
-            return ws.get_blob(name)         # a local hit involves no forward memo
-        forward = ws.forwarded_blobs().get(name)
-        if forward is not None:
-            if (id(ws), name) in seen:
-                return None
-            seen.add((id(ws), name))
-            ws, name = forward
-            continue
-        ws = ws.shared
-    return None
-
-
 def call(world, action, *args, documented=DOCUMENTED, type_spec=False):
     """Run ``action(*args)``; a failure must be documented and change nothing.
 
@@ -533,7 +510,7 @@ def test_a_workspace_cannot_become_its_own_shared_ancestor():
     """Workspace.__new__ + __init__(shared=...) can close a shared cycle (a -> b -> a);
     lookups must still terminate (docs/caffe2.md 6: "Lookups always terminate"), or the
     cycle must be refused."""
-    proc = run_in_subprocess(r"""
+    proc = run_python(r"""
         import scopeops as so
         a = so.Workspace.__new__(so.Workspace)
         b = so.Workspace(shared=a)
@@ -859,24 +836,11 @@ def test_feed_of_a_value_whose_type_cannot_be_registered_creates_no_blob():
 # -- objects that lie about their class ------------------------------------------------------
 
 
-def run_in_subprocess(script, timeout=60):
-    """Run ``script`` in a fresh interpreter; a hang past ``timeout`` is reported as exit
-    status -9 rather than raised, so that the caller's assertion names it."""
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
-    try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
-                              cwd=PACKAGE_PARENT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(exc.cmd, -9, str(exc.stdout or ""),
-                                           f"hung for more than {timeout} s")
-
-
 def test_a_value_claiming_to_be_an_ndarray_is_not_treated_as_a_tensor():
     """isinstance() believes __class__: a value that only claims to be an ndarray must
     not be handled as one by the C code (copy_forwarded_tensors reads its memory as an
     array's and crashes the interpreter)."""
-    proc = run_in_subprocess(r"""
+    proc = run_python(r"""
         import numpy as np, scopeops as so
 
         class FakeArray(bytes):

@@ -1,5 +1,5 @@
 """The package's layout: every import points down a layer, nothing imports in a circle, and
-no module takes another module's private names (docs/api.md, "How the package is laid out").
+no module takes another module's private names (docs/architecture.md).
 
 Read from the sources with ``ast`` (imports inside functions included; ``if TYPE_CHECKING:``
 blocks excepted) and, for the compiled modules, from their ``import``/``cimport`` lines.

@@ -9,22 +9,19 @@ one small object over 10^4-10^5 iterations would leave.
 """
 
 import gc
-import os
-import subprocess
 import sys
-import textwrap
 import tracemalloc
 import weakref
 
 import numpy as np
 import pytest
+from support import do_fc_training_net, run_python
 
 import scopeops as so
 import scopeops.ops.math  # noqa: F401  - registers the numeric operators
 import scopeops.ops.nn  # noqa: F401
 
 GROWTH_BOUND = 64 * 1024
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(so.__file__)))
 
 
 def traced_growth(loop, warmup, iterations):
@@ -137,29 +134,12 @@ def test_failed_calls_give_back_the_references_to_what_they_were_given():
     assert [sys.getrefcount(obj) for obj in (value, name, bindings)] == counts
 
 
-def do_net_with_gradient():
-    """y = tanh(x * w) inside a Do, loss = mean of y^2 via FC; and its gradient."""
-    sub = so.Net("sub")
-    sub.Mul(["a", "v"], ["t"])
-    sub.Tanh(["t"], ["b"])
-    net = so.Net("train_step")
-    net.add_external_inputs("x", "w", "W", "bias")
-    net.CreateScope([], ["scope"])
-    net.add_op("Do", ["x", "w", "scope"], ["h", "scope"], net=sub,
-               inner_blobs=["a", "v", "b"], outer_blobs_idx=[0, 1, 2])
-    net.FC(["h", "W", "bias"], ["y"])
-    net.Sqr(["y"], ["y2"])
-    net.AveragedLoss(["y2"], ["loss"])
-    so.add_gradient_ops(net, ["loss"])
-    return net
-
-
 def test_10000_runs_of_a_net_with_a_do_and_its_gradient_leave_memory_flat():
     rng = np.random.default_rng(1)
     ws = so.Workspace()
     for name, shape in [("x", (2, 3)), ("w", (2, 3)), ("W", (4, 3)), ("bias", (4,))]:
         ws.feed_blob(name, rng.normal(size=shape))
-    ws.create_net(do_net_with_gradient())
+    ws.create_net(do_fc_training_net())
     ws.run_net("train_step")
     blob_names = sorted(ws.local_blobs())
 
@@ -266,7 +246,7 @@ def test_nets_cached_in_child_workspaces_that_refer_back_to_parents_are_collecte
         ws = so.Workspace()
         for name, shape in [("x", (2, 3)), ("w", (2, 3)), ("W", (4, 3)), ("bias", (4,))]:
             ws.feed_blob(name, np.ones(shape))
-        ws.create_net(do_net_with_gradient())
+        ws.create_net(do_fc_training_net())
         ws.run_net("train_step")
         # A forward-only Do leaves its child on the stack, with the subnet cached in it.
         net = so.Net("forward_only")
@@ -381,7 +361,7 @@ def test_del_that_clears_and_releases_the_stack_during_a_rebinding_push_does_not
     """A push that rebinds a dormant workspace drops its local copy of a bound name; that
     value's __del__ empties and releases the very stack being pushed on. The stack must
     stay consistent (Caffe2 never ran user code there; scopeops does, via __del__)."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(r"""
+    proc = run_python(r"""
         import numpy as np, scopeops as so
         root = so.Workspace()
         root.feed_blob("x", np.zeros(3))
@@ -405,8 +385,7 @@ def test_del_that_clears_and_releases_the_stack_during_a_rebinding_push_does_not
         stack.check_stack()
         assert len(stack) <= stack.capacity
         print("ok")
-    """)], cwd=PACKAGE_PARENT, env=dict(os.environ, PYTHONPATH=PACKAGE_PARENT),
-        capture_output=True, text=True, timeout=60)
+    """, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (
         f"exit status {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}")
 

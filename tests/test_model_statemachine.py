@@ -16,7 +16,7 @@ class and change nothing (the invariants compare the whole state after each step
 Real and model objects are kept in a bijection: workspaces by identity, blobs by
 identity while they live in a workspace.
 
-Decisions the model encodes (spec/core.md wins over the Caffe2 reference):
+Decisions the model encodes (docs/caffe2.md's deliberate differences win over Caffe2):
 
 * ``add_blob_mapping`` is atomic: every pair is validated against the state before the
   call, then all are applied. ``reuse_last_forward_workspace`` and the gradient pop use
@@ -91,7 +91,7 @@ class MWorkspace:
         self.shared = shared  # MWorkspace | None
         self.forwarded = {}  # inner -> (MWorkspace, outer)
         # What a stack workspace "holds": the parent and bindings it was created with or
-        # last re-bound with by a push (spec difference 1).
+        # last re-bound with by a push (docs/caffe2.md difference 1).
         self.bound_parent = None
         self.bound = {}
 
@@ -718,7 +718,7 @@ class WorkspaceModelMachine(RuleBasedStateMachine):
             if same:  # as in Caffe2: re-established, other forwardings stay
                 for inner, outer in b.items():
                     w.forwarded[inner] = (mparent, outer)
-            else:  # spec difference 1: exactly the requested forwardings
+            else:  # docs/caffe2.md difference 1: exactly the requested forwardings
                 w.forwarded = {inner: (mparent, outer) for inner, outer in b.items()}
             w.bound_parent, w.bound = mparent, b
             ms.top = nxt

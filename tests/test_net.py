@@ -1,7 +1,8 @@
 """Operator and net definitions, the Net builder, the registry, building and running nets.
 
-Pins spec/operators.md "Definitions and running" and "Registry and schema", and the
-deliberate difference 2 (an operator never reads a blob removed from its workspace).
+Pins docs/getting-started.md and the API reference (docs/api.md, "Operators and nets"), and
+docs/caffe2.md's deliberate difference 10 (an operator never reads a blob removed from its
+workspace).
 """
 
 import copy
@@ -547,7 +548,7 @@ def test_workspace_pushed_by_a_stack_writes_bound_outputs_to_the_parent():
     np.testing.assert_array_equal(parent.fetch_blob("y"), [5.0])
 
 
-# -- difference 2: never a removed blob ---------------------------------------------------
+# -- difference 10: never a removed blob --------------------------------------------------
 
 
 def test_removed_input_blob_makes_the_run_fail_not_read_a_stale_value():

@@ -1,6 +1,6 @@
-"""Name scopes and device scopes: toolkit.md "Name scopes and device scopes".
+"""Name scopes and device scopes (docs/scopes.md).
 
-Caffe2 semantics (reference section 5) and scopeops' deliberate differences:
+Caffe2's scope.py semantics and scopeops' deliberate differences:
 a trailing "/" is not doubled, the state is context-local (threads and asyncio
 tasks), Empty*Scope let exceptions propagate, scopes left out of order raise
 ScopeError without touching the state.

@@ -1,4 +1,4 @@
-"""CreateScope and HasScope (reference section 2, spec "Scope operators and control flow")."""
+"""CreateScope and HasScope (Caffe2's create_scope_op; docs/control-flow.md)."""
 
 import re
 

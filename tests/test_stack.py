@@ -1,19 +1,15 @@
 """WorkspaceStack: forward pushes, gradient pops, dormant workspace reuse, debug checks."""
 
 import re
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support import run_in_small_stack
 
 import scopeops as so
 
 # Subprocesses import the very scopeops this test run imported (the source tree built in
 # place, or an installed copy), never whatever happens to sit in the current directory.
-PACKAGE_PARENT = Path(so.__file__).resolve().parent.parent
 
 
 def parent_with(**values):
@@ -32,44 +28,6 @@ def ws_state(ws):
         sorted(ws.local_blobs()),
         dict(ws.forwarded_blobs()),
         {name: ws.get_blob(name) for name in ws.local_blobs()},
-    )
-
-
-SMALL_STACK_HARNESS = """
-import gc, os, sys, threading, traceback
-import scopeops as so
-
-def body():
-{body}
-
-failed = []
-
-def guarded():
-    try:
-        body()
-    except BaseException:
-        traceback.print_exc()
-        failed.append(True)
-
-threading.stack_size(1 << 20)
-thread = threading.Thread(target=guarded)
-thread.start()
-thread.join()
-sys.exit(1 if failed else 0)
-"""
-
-
-def run_in_small_stack(body):
-    """Run ``body`` in a subprocess (a C-stack overflow fails one test, not the run), in a
-    thread with a 1 MiB stack (Windows' main-thread default), so that unbounded recursion
-    fails deterministically."""
-    script = SMALL_STACK_HARNESS.format(body=textwrap.indent(textwrap.dedent(body), "    "))
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=str(PACKAGE_PARENT),
     )
 
 

@@ -50,7 +50,6 @@ def _mypy_env():
 
 
 def test_mypy_accepts_the_stubs_and_a_typed_client(tmp_path):
-    pytest.importorskip("mypy", reason="mypy is part of the test extra")
     client = tmp_path / "client.py"
     client.write_text(
         "import numpy as np\n"
@@ -75,7 +74,6 @@ def test_mypy_accepts_the_stubs_and_a_typed_client(tmp_path):
 
 def test_mypy_strict_accepts_the_whole_package_source():
     # The repository's sources with their .pyi stubs: configured in pyproject.toml.
-    pytest.importorskip("mypy", reason="mypy is part of the test extra")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--no-incremental", "--config-file",

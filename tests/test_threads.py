@@ -1,5 +1,5 @@
 """Thread hardening: every Python-level method of Blob, Workspace and WorkspaceStack is
-atomic with respect to other Python threads (spec/core.md, "Threads").
+atomic with respect to other Python threads (docs/threads.md).
 
 The hammering runs in a subprocess, so that a crash of the interpreter is a test failure
 with its exit status, not a lost test run. The subprocess forces a thread switch every
@@ -7,29 +7,23 @@ microsecond and reports what it saw as JSON on its last line of output.
 """
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import numpy as np
 import pytest
+from support import do_fc_training_net, run_python
 
 import scopeops as so
 import scopeops.ops.math  # noqa: F401  - registers the numeric operators
 import scopeops.ops.nn  # noqa: F401
 
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(so.__file__)))
-
 
 def run_script(script, timeout):
     """Run ``script`` in a fresh interpreter that imports this scopeops; return the JSON
     report it prints last. A crash, a hang or a traceback fails the test."""
-    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=PACKAGE_PARENT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    proc = run_python(script, timeout=timeout)
     assert proc.returncode == 0, (
         f"the subprocess died with exit status {proc.returncode}\n"
         f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
@@ -234,21 +228,7 @@ for t in threads:
 for t in threads:
     t.join()
 
-def reference_find(ws, name):
-    seen = set()
-    while ws is not None:
-        if name in ws.local_blobs():
-            return ws.get_blob(name)
-        forward = ws.forwarded_blobs().get(name)
-        if forward is not None:
-            if (id(ws), name) in seen:
-                return None
-            seen.add((id(ws), name))
-            ws, name = forward
-            continue
-        ws = ws.shared
-    return None
-
+from support import reference_find
 
 final = []
 try:
@@ -366,29 +346,12 @@ def test_repr_of_a_blob_that_another_thread_resets_never_raises():
 # -- operator nets in threads ------------------------------------------------------------
 
 
-def forward_backward_net():
-    """y = (x * w) computed in a Do, FC on top, loss = averaged squared; plus gradients."""
-    sub = so.Net("sub")
-    sub.Mul(["a", "v"], ["t"])
-    sub.Tanh(["t"], ["b"])
-    net = so.Net("step")
-    net.add_external_inputs("x", "w", "W", "bias")
-    net.CreateScope([], ["scope"])
-    net.add_op("Do", ["x", "w", "scope"], ["h", "scope"], net=sub,
-               inner_blobs=["a", "v", "b"], outer_blobs_idx=[0, 1, 2])
-    net.FC(["h", "W", "bias"], ["y"])
-    net.Sqr(["y"], ["y2"])
-    net.AveragedLoss(["y2"], ["loss"])
-    so.add_gradient_ops(net, ["loss"])
-    return net
-
-
 def reference_results(parent_values, x):
     ws = so.Workspace()
     for name, value in parent_values.items():
         ws.feed_blob(name, value.copy())
     ws.feed_blob("x", x.copy())
-    ws.run_net_once(forward_backward_net())
+    ws.run_net_once(do_fc_training_net("step"))
     return {name: np.array(ws.fetch_blob(name), copy=True)
             for name in ("loss", "y", "x_grad", "W_grad")}
 
@@ -411,7 +374,7 @@ def test_nets_run_concurrently_on_separate_workspaces_sharing_a_read_only_parent
         try:
             ws = so.Workspace(shared=parent)
             ws.feed_blob("x", inputs[k].copy())
-            ws.create_net(forward_backward_net())
+            ws.create_net(do_fc_training_net("step"))
             for _ in range(150):
                 ws.run_net("step")
                 for name, value in expected[k].items():

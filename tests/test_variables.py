@@ -1,4 +1,4 @@
-"""Variable scopes, get_variable and initializers: toolkit.md "Variable scopes".
+"""Variable scopes, get_variable and initializers (docs/variables.md).
 
 TensorFlow v1 semantics and phrases, without its naming traps: re-entering a
 scope gives the same names, default names count the scopes opened per workspace.

@@ -1,19 +1,16 @@
 """Workspace: the typed blob dictionary, read-through parents and forwardings."""
 
 import re
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support import run_in_small_stack, run_python
 
 import scopeops as so
 
 # Subprocesses import the very scopeops this test run imported (the source tree built in
 # place, or an installed copy), never whatever happens to sit in the current directory.
-PACKAGE_PARENT = Path(so.__file__).resolve().parent.parent
 
 
 def state(ws):
@@ -1164,16 +1161,7 @@ print("TERMINATED", flush=True)
 @pytest.mark.parametrize("setup", sorted(CYCLE_SETUPS))
 def test_lookup_through_a_forwarding_cycle_terminates_as_not_found(setup):
     script = CYCLE_PROBE.format(setup=textwrap.indent(CYCLE_SETUPS[setup].strip(), "    "))
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            cwd=str(PACKAGE_PARENT),
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("a lookup through a forwarding cycle did not finish within 20 s")
+    result = run_python(script, timeout=20)
     assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
     assert "TERMINATED" in result.stdout
 
@@ -1186,41 +1174,6 @@ def test_lookup_through_a_forwarding_cycle_terminates_as_not_found(setup):
 # depending on how generous the platform's default stack is.
 
 CHAIN_LENGTH = 100_000
-
-SMALL_STACK_HARNESS = """
-import gc, os, sys, threading, traceback
-import scopeops as so
-
-def body():
-{body}
-
-failed = []
-
-def guarded():
-    try:
-        body()
-    except BaseException:
-        traceback.print_exc()
-        failed.append(True)
-
-threading.stack_size(1 << 20)
-thread = threading.Thread(target=guarded)
-thread.start()
-thread.join()
-sys.exit(1 if failed else 0)
-"""
-
-
-def run_in_small_stack(body):
-    script = SMALL_STACK_HARNESS.format(body=textwrap.indent(textwrap.dedent(body), "    "))
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=str(PACKAGE_PARENT),
-    )
-
 
 SHARED_CHAIN = f"""
 root = so.Workspace()
