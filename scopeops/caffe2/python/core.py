@@ -30,7 +30,7 @@ from scopeops.caffe2.translate import (
     operator_to_native,
     registered_caffe2_operators,
 )
-from scopeops.gradients import add_gradient_ops, backward_ops
+from scopeops.gradients import add_gradient_ops, backward_ops, insert_saves
 from scopeops.ops.base import schema
 
 __all__ = [
@@ -775,23 +775,29 @@ class Net:
     def AddGradientOperators(self, ys: Any, skip: int = 0) -> dict[BlobReference, Any]:
         """Append the backward pass for ``ys`` and return ``{blob: gradient blob}``.
 
-        Built by scopeops' gradient builder (:func:`scopeops.add_gradient_ops`) for a
-        list of ``ys``: each gets a gradient of ones named ``<y>_grad``, and the builder's
-        graph, names and gradient operators are scopeops' (docs/caffe2.md). A dict of
-        ``{y: given gradient}`` and ``skip`` are not supported yet.
+        ``ys`` is a list of blobs, each seeded with a gradient of ones named ``<y>_grad``
+        (:func:`scopeops.add_gradient_ops`), or a dict ``{y: its gradient blob}``. The
+        graph, names and gradient operators are scopeops' gradient builder's (see
+        docs/caffe2.md); where a gradient needs a forward value a later op overwrites, a
+        Copy saving it is inserted into the forward ops. ``skip`` is not supported yet.
         """
-        if isinstance(ys, dict):
-            raise NotImplementedError(
-                "AddGradientOperators with a dict of given gradients needs the gradient "
-                "builder's Caffe2 protocol, which scopeops.caffe2 does not have yet; pass a "
-                "list of blobs (each gets a gradient of ones)")
-        if not isinstance(ys, (list, tuple)):
+        if not isinstance(ys, (list, tuple, dict)):
             raise TypeError("ys should either be a list or a dict.")
         if skip:
             raise NotImplementedError("AddGradientOperators(skip=...) is not supported yet")
         _check_python_gradients(self._net.op)
         native = netdef_to_native(self._net)
-        grads = add_gradient_ops(native, [str(y) for y in ys])
+        if isinstance(ys, dict):
+            if any(g is None for g in ys.values()):
+                raise NotImplementedError(
+                    "AddGradientOperators({y: None}) (a generated seed gradient in a dict) "
+                    "needs the gradient builder's Caffe2 protocol; pass a list of such blobs")
+            forward = list(native.ops)
+            backward, grads, saves = backward_ops(forward, {str(y): str(g)
+                                                            for y, g in ys.items()})
+            native.ops[:] = insert_saves(forward, saves) + backward
+        else:
+            grads = add_gradient_ops(native, [str(y) for y in ys])
         del self._net.op[:]
         self._net.op.extend(operator_to_caffe2(op) for op in native.ops)
         self._RecreateLookupTables()

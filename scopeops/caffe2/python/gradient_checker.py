@@ -92,8 +92,9 @@ class GradientChecker:
         close = np.isclose(grad, estimate, atol=self._threshold, rtol=self._threshold)
         if not close.all():
             print("Failed. [idx, grad, grad_estimate] are:")
-            for index in np.argwhere(~close):
-                print(list(index), grad[tuple(index)], estimate[tuple(index)])
+            for position in np.argwhere(~close):
+                where = tuple(int(i) for i in position)
+                print(list(where), grad[where], estimate[where])
         return bool(close.all()), grad, estimate
 
 

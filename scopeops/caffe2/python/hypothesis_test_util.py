@@ -34,8 +34,8 @@ __all__ = [
     "tensor1d", "tensors", "tensors1d",
 ]
 
-_PROFILE = dict(suppress_health_check=[hypothesis.HealthCheck.too_slow], database=None,
-                deadline=None)
+_PROFILE: dict[str, Any] = dict(suppress_health_check=[hypothesis.HealthCheck.too_slow],
+                                database=None, deadline=None)
 hypothesis.settings.register_profile("sandcastle", derandomize=True, max_examples=100,
                                      verbosity=hypothesis.Verbosity.verbose, **_PROFILE)
 hypothesis.settings.register_profile("dev", max_examples=10,

@@ -91,6 +91,11 @@ class ModelHelper:
                  arg_scope: dict[str, Any] | None = None) -> None:
         self.name = name or "model"
         self.net = core.Net(self.name)
+        self.param_init_net: core.Net
+        self.param_to_grad: dict[Any, Any]
+        self.params: list[core.BlobReference]
+        self._parameters_info: dict[str, ParameterInfo]
+        self._computed_params: list[core.BlobReference]
         if param_model is not None:
             self.param_init_net = param_model.param_init_net
             self.param_to_grad = param_model.param_to_grad
@@ -99,10 +104,10 @@ class ModelHelper:
             self._computed_params = param_model._computed_params
         else:
             self.param_init_net = core.Net(self.name + "_init")
-            self.param_to_grad: dict[Any, Any] = {}
-            self.params: list[core.BlobReference] = []
-            self._parameters_info: dict[str, ParameterInfo] = {}
-            self._computed_params: list[core.BlobReference] = []
+            self.param_to_grad = {}
+            self.params = []
+            self._parameters_info = {}
+            self._computed_params = []
         self._param_info_deprecated: list[Any] = []
         self._devices: list[Any] = []
         self.gradient_ops_added = False
