@@ -106,7 +106,7 @@ def test_two_nets_built_alike_have_equal_ops():
     assert list(first.Proto().external_input) == ["foo/a", "foo/b", "c", "d"]
 
 
-# -- external inputs and outputs --------------------------------------------------------------------
+# -- external inputs and outputs -----------------------------------------------------------
 
 
 def test_external_inputs_and_outputs():
@@ -145,7 +145,7 @@ def test_op_sugar_refuses_unregistered_types_and_offers_close_names():
     with pytest.raises(AttributeError, match="Reluu is not a registered operator.*Relu"):
         net.Reluu("x", "y")
     with pytest.raises(AttributeError):
-        net._private
+        _ = net._private
     assert "Relu" in dir(net)
 
 

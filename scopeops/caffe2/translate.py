@@ -340,6 +340,12 @@ def _caffe2_value(op_type: str, key: str, value: Any, args: dict[str, Any]) -> A
     return value
 
 
+def _inferred_int64(op: OperatorDef) -> bool:
+    value = op.args.get("value")
+    return (op.type == "ConstantFill" and op.args.get("dtype") in ("int64", "INT64")
+            and isinstance(value, int) and not isinstance(value, bool))
+
+
 def operator_to_caffe2(op: OperatorDef) -> Any:
     """A :class:`scopeops.OperatorDef` as the ``caffe2_pb2.OperatorDef`` Caffe2 would hold."""
     if not isinstance(op, OperatorDef):
@@ -348,6 +354,8 @@ def operator_to_caffe2(op: OperatorDef) -> Any:
     result.input.extend(op.inputs)
     result.output.extend(op.outputs)
     for key, value in op.args.items():
+        if key == "dtype" and _inferred_int64(op):
+            continue   # Caffe2 infers INT64 from the integer value: leave it implicit
         result.arg.append(make_argument(key, _caffe2_value(op.type, key, value, op.args),
                                         promote_mixed=True))
     if op.device_option is not None:

@@ -80,7 +80,7 @@ class GradientChecker:
         name = str(op.input[input_to_check])
         result = testing.gradient_check(
             NetDef(name=_LOSS, ops=ops), values, loss=f"{_LOSS}/loss", wrt=[name],
-            eps=self._stepsize, rtol=_NO_TOLERANCE, atol=_NO_TOLERANCE,
+            eps=self._stepsize, rtol=0.0, atol=_NO_TOLERANCE,
             workspace_factory=_reading_current)
         check = result.blobs[name]
         if not np.all(np.isfinite(check.analytic)) and check.problem:
@@ -133,7 +133,7 @@ class NetGradientChecker:
         values = {str(k): np.asarray(v) for k, v in input_values.items()}
         name = str(input_to_check)
         result = testing.gradient_check(netdef, values, loss=loss, wrt=[name], eps=step_size,
-                                        rtol=_NO_TOLERANCE, atol=_NO_TOLERANCE,
+                                        rtol=0.0, atol=_NO_TOLERANCE,
                                         workspace_factory=_reading_current)
         check = result.blobs[name]
         if check.gradient_blob is None:
