@@ -614,9 +614,10 @@ class _Blob(NamedTuple):
 def _parse_dtype(spec: Any, scalar: bool = False) -> np.dtype:
     if not isinstance(spec, str):
         raise CheckpointError(f"the dtype must be a string, got {spec!r:.80}")
-    dtype = _DTYPES_BY_STR.get(spec) or (_EMPTY_FLEXIBLE.get(spec) if scalar else None)
-    if dtype is not None:
-        return dtype
+    if spec in _DTYPES_BY_STR:
+        return _DTYPES_BY_STR[spec]
+    if scalar and spec in _EMPTY_FLEXIBLE:
+        return _EMPTY_FLEXIBLE[spec]
     match = _FLEXIBLE_DTYPE.fullmatch(spec)
     if match is not None:
         order, letter, width = match.groups()
@@ -802,8 +803,9 @@ def _describe(header: _Header, where: str) -> list[_Blob]:
 
 def _deserialize(content: bytes, header: _Header, where: str) -> dict[str, bytearray]:
     """Every tensor's bytes, as safetensors reads them; checked against our own reading."""
+    deserialize: Any = safetensors.deserialize       # untyped in safetensors' stubs
     try:
-        tensors = {key: info for key, info in safetensors.deserialize(content)}  # type: ignore[no-untyped-call]
+        tensors = {key: info for key, info in deserialize(content)}
     except Exception as exc:   # the library's SafetensorError, or anything it lets escape
         raise CheckpointError(f"{where}: safetensors refused it ({exc})") from None
     if set(tensors) != set(header.tensors):

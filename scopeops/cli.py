@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.set_defaults(run=_bench)
 
     inspect = commands.add_parser("inspect", help="show a saved checkpoint as a tree")
-    inspect.add_argument("path", help="a file written by scopeops.save_workspace")
+    inspect.add_argument("path", help="a file written by scopeops.save_workspace, or any "
+                         "safetensors file")
     inspect.set_defaults(run=_inspect)
 
     args = parser.parse_args(argv)
