@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from support import PACKAGE_PARENT
 
 import scopeops as so
 from scopeops import cli
 from scopeops.demo import DemoConfig, run_demo
-
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(so.__file__))
 
 
 def _run(*args, cwd=None):
