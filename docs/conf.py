@@ -1,6 +1,17 @@
 """Sphinx configuration for the scopeops documentation."""
 
+import pathlib
+
 import scopeops
+
+# The operator catalogue is rendered from the registry at every build, so it can never
+# fall behind it (docs/operators.md is generated, not kept in git).
+pathlib.Path(__file__).with_name("operators.md").write_text(
+    "# Operators\n\n"
+    "Every operator registered in scopeops, rendered from its schema by "
+    "`so.ops.catalogue()` (which prints the same in a terminal). Gradient operators "
+    "(`...Gradient`) are listed too: they are what the gradient makers emit.\n\n"
+    + scopeops.ops.catalogue(), encoding="utf-8")
 
 project = "scopeops"
 author = "the scopeops developers"

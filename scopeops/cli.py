@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Sequence
+from typing import Sequence, TextIO
 
 __all__ = ["main"]
 
@@ -28,28 +29,74 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.main(argv)
 
 
+def _printable(text: str, escape_backslash: bool = True) -> str:
+    """``text`` with every character that is not printable (control characters, terminal
+    escapes, bidi overrides, lone surrogates) written as a Python escape, so a name from
+    a file can neither drive the terminal nor fail to encode."""
+    out = []
+    for char in text:
+        if char == "\\" and escape_backslash:
+            out.append("\\\\")
+        elif char.isprintable():
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _emit(stream: TextIO, text: str) -> None:
+    # What the stream cannot encode (é on an ASCII stdout) is escaped, never an error.
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text = text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        text = text.encode("ascii", "backslashreplace").decode("ascii")
+    stream.write(text + "\n")
+
+
+def _tree_glyphs(stream: TextIO) -> tuple[str, str]:
+    try:
+        "├└─".encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return "|--", "`--"
+    return "├──", "└──"
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import scopeops as so
     from scopeops.checkpoint import read_checkpoint_header
+    path = _printable(args.path)
     try:
         entries = read_checkpoint_header(args.path)
     except so.CheckpointError as exc:
-        print(f"scopeops inspect: {exc}", file=sys.stderr)
+        _emit(sys.stderr, f"scopeops inspect: {_printable(str(exc), escape_backslash=False)}")
         return 1
     except OSError as exc:
-        print(f"scopeops inspect: cannot read {args.path}: {exc.strerror or exc}",
-              file=sys.stderr)
+        reason = _printable(str(exc.strerror or exc), escape_backslash=False)
+        _emit(sys.stderr, f"scopeops inspect: cannot read {path}: {reason}")
         return 1
-    total = 0
-    print(f"{args.path}: checkpoint with {len(entries)} blob(s)")
-    for i, entry in enumerate(entries):
-        last = i == len(entries) - 1
-        shape = "" if entry.shape is None else f" shape {tuple(entry.shape)}"
-        dtype = "" if entry.dtype is None else f" {entry.dtype}"
-        print(f"{'└──' if last else '├──'} {entry.name}: {entry.type}{dtype}{shape}, "
-              f"{entry.nbytes} bytes")
-        total += entry.nbytes
-    print(f"total {total} bytes")
+    branch, corner = _tree_glyphs(sys.stdout)
+    try:
+        _emit(sys.stdout, f"{path}: checkpoint with {len(entries)} blob(s)")
+        total = 0
+        for i, entry in enumerate(entries):
+            last = i == len(entries) - 1
+            shape = "" if entry.shape is None else f" shape {tuple(entry.shape)}"
+            dtype = "" if entry.dtype is None else f" {entry.dtype}"
+            variable = "" if not entry.variable else \
+                " (variable)" if entry.trainable else " (variable, not trainable)"
+            _emit(sys.stdout, f"{corner if last else branch} {_printable(entry.name)}: "
+                              f"{entry.type}{dtype}{shape}, {entry.nbytes} bytes{variable}")
+            total += entry.nbytes
+        _emit(sys.stdout, f"total {total} bytes")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit-time
+        # flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
@@ -78,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.set_defaults(run=_bench)
 
     inspect = commands.add_parser("inspect", help="show a saved checkpoint as a tree")
-    inspect.add_argument("path", help="a file written by scopeops.save_workspace")
+    inspect.add_argument("path", help="a file written by scopeops.save_workspace, or any "
+                         "safetensors file")
     inspect.set_defaults(run=_inspect)
 
     args = parser.parse_args(argv)

@@ -11,9 +11,17 @@ Where things live:
 * The current variable scope is a ``contextvars`` variable, like the name scope:
   each thread and asyncio task sees its own.
 * Which blobs are variables (with their shape, dtype and trainability, in
-  creation order) and which scope names were opened, for ``default_name``, is
-  kept per workspace in a ``WeakKeyDictionary``: the registry never keeps a
-  workspace alive, and a workspace's variables are forgotten with it.
+  creation order), which scope names were opened, for ``default_name``, and which
+  blobs a checkpoint loaded, is kept per workspace in a ``WeakKeyDictionary``:
+  the registry never keeps a workspace alive, and a workspace's variables are
+  forgotten with it.
+
+Resuming from a checkpoint (the reverse of TensorFlow's order, where the graph is
+built and then restored): :func:`~scopeops.load_workspace` calls
+:func:`register_loaded_blobs`, and the first ``get_variable`` of a loaded tensor
+takes it over as the variable, whatever ``reuse`` is, when its shape and dtype
+fit; that call plays the part of the variable's creation, so a second call
+follows ``reuse`` as usual.
 
 ``variable_scope`` also opens a :class:`~scopeops.NameScope`, so ops added
 inside are prefixed like the variables. It is opened relative to the current
@@ -47,6 +55,7 @@ __all__ = [
     "current_variable_scope",
     "get_variable",
     "global_variables",
+    "register_loaded_blobs",
     "reset_variables",
     "trainable_variables",
     "variable_scope",
@@ -110,13 +119,15 @@ class _Variable:
 
 
 class _VariableStore:
-    """One workspace's variables (in creation order) and the scope names opened in it."""
+    """One workspace's variables (in creation order), the scope names opened in it, and
+    the loaded tensors no get_variable has taken over yet."""
 
-    __slots__ = ("variables", "opened_scopes")
+    __slots__ = ("variables", "opened_scopes", "loaded")
 
     def __init__(self) -> None:
         self.variables: dict[str, _Variable] = {}
         self.opened_scopes: set[str] = set()
+        self.loaded: set[str] = set()
 
 
 _STORES: "weakref.WeakKeyDictionary[Any, _VariableStore]" = weakref.WeakKeyDictionary()
@@ -156,7 +167,42 @@ def _live_variables(workspace: Any) -> dict[str, _Variable]:
     stale = [name for name in store.variables if workspace.get_blob(name) is None]
     for name in stale:
         del store.variables[name]
+    store.loaded = {name for name in store.loaded if workspace.get_blob(name) is not None}
     return store.variables
+
+
+def register_loaded_blobs(workspace: Any, tensors: Any, variables: Any = None) -> None:
+    """Record the blobs a checkpoint has just put in ``workspace``.
+
+    Each name of ``tensors`` may be taken over by the first :func:`get_variable`
+    of that name, whatever ``reuse`` is, if its shape and dtype fit.
+    ``variables`` maps the names the checkpoint saved as variables to whether
+    they were trainable: :func:`global_variables` and :func:`trainable_variables`
+    list them from now on, in that order. :func:`scopeops.load_workspace` calls
+    this; call it yourself after filling a workspace from another source.
+    """
+    _require_workspace(workspace, "register_loaded_blobs")
+    names = [_check_loaded_name(workspace, n) for n in tensors]
+    recorded: dict[str, _Variable] = {}
+    for name, trainable in dict(variables or {}).items():
+        value = workspace.fetch_blob(_check_loaded_name(workspace, name))
+        if not isinstance(value, np.ndarray):
+            raise VariableError(f"Variable {name} cannot be registered: its blob holds a "
+                                f"{type(value).__name__}, not a tensor")
+        recorded[str(name)] = _Variable(tuple(value.shape), value.dtype, bool(trainable))
+    with _LOCK:
+        store = _store(workspace)
+        store.loaded.update(names, recorded)
+        store.variables.update(recorded)
+
+
+def _check_loaded_name(workspace: Any, name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"register_loaded_blobs takes blob names (str), not "
+                        f"{type(name).__name__}")
+    if workspace.get_blob(name) is None:
+        raise VariableError(f"register_loaded_blobs: the workspace holds no blob {name}")
+    return str(name)
 
 
 # -- variable_scope ------------------------------------------------------------------
@@ -279,7 +325,9 @@ def get_variable(name: str, shape: Any = None, dtype: Any = "float32", initializ
     Created with ``initializer(shape, dtype)``: the argument, else the scope's,
     else Glorot-uniform for floats and zeros otherwise. Whether an existing
     variable may be shared, and a missing one created, follows the scope's
-    ``reuse``; refusals raise :class:`~scopeops.VariableError`.
+    ``reuse``; refusals raise :class:`~scopeops.VariableError`. A tensor that
+    :func:`~scopeops.load_workspace` loaded is taken over by the first call for
+    its name, whatever ``reuse`` is, if its shape and dtype fit.
     """
     scope = _CURRENT.get()
     name = _check_scope_name(name, "a variable name")
@@ -296,6 +344,9 @@ def get_variable(name: str, shape: Any = None, dtype: Any = "float32", initializ
     initializer = _check_initializer(initializer)
     with _LOCK:
         record = _live_variables(workspace).get(full)
+        store = _STORES.get(workspace)
+        if store is not None and full in store.loaded:
+            return _take_over(workspace, store, full, shape, dtype, trainable)
         if record is not None:
             if scope.reuse is False:
                 raise VariableError(f"Variable {full} already exists, disallowed. Did you mean "
@@ -333,6 +384,27 @@ def get_variable(name: str, shape: Any = None, dtype: Any = "float32", initializ
         workspace.feed_blob(full, value.astype(dtype, copy=False))
         store = _store(workspace)
         store.variables[full] = _Variable(shape, dtype, bool(trainable))
+    return BlobReference(full)
+
+
+def _take_over(workspace: Any, store: _VariableStore, full: str, shape: Any, dtype: np.dtype,
+               trainable: bool) -> BlobReference:
+    """The first get_variable of a loaded tensor: it becomes (again) the variable."""
+    blob = workspace.get_blob(full)
+    if blob is None or blob.shape is None or blob.dtype is None:
+        raise VariableError(f"Variable {full} cannot be created: the blob {full} loaded from "
+                            f"a checkpoint holds no tensor")
+    found_shape, found_dtype = tuple(blob.shape), blob.dtype
+    if shape is not None and shape != found_shape:
+        raise VariableError(f"Trying to share variable {full}, but specified shape {shape} "
+                            f"and found shape {found_shape}. The blob {full} was loaded "
+                            f"from a checkpoint.")
+    if dtype != found_dtype:
+        raise VariableError(f"Trying to share variable {full}, but specified dtype "
+                            f"{dtype.name} and found dtype {found_dtype.name}. The blob "
+                            f"{full} was loaded from a checkpoint.")
+    store.loaded.discard(full)
+    store.variables[full] = _Variable(found_shape, found_dtype, bool(trainable))
     return BlobReference(full)
 
 

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from support import PACKAGE_PARENT
 
 import scopeops as so
 from scopeops import cli
 from scopeops.demo import DemoConfig, run_demo
-
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(so.__file__))
 
 
 def _run(*args, cwd=None):
@@ -113,3 +113,104 @@ def test_inspect_reports_a_missing_file_without_a_traceback(tmp_path):
     result = _run("inspect", str(tmp_path / "absent"))
     assert result.returncode == 1
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def _run_inspect(path, encoding):
+    # stdout and stderr are pipes here; PYTHONIOENCODING sets what they can encode.
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT, "PYTHONIOENCODING": encoding}
+    return subprocess.run([sys.executable, "-m", "scopeops", "inspect", str(path)],
+                          capture_output=True, cwd=PACKAGE_PARENT, env=env, timeout=300)
+
+
+ENCODINGS = pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+
+
+@ENCODINGS
+def test_inspect_escapes_a_lone_surrogate_in_a_blob_name(tmp_path, encoding):
+    # Issue 14: this name round-trips through save and load, and used to kill inspect.
+    ws = so.Workspace()
+    ws.feed_blob("w\ud800", np.zeros(2))
+    so.save_workspace(ws, tmp_path / "c.safetensors")
+    result = _run_inspect(tmp_path / "c.safetensors", encoding)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"w\\ud800: tensor float64 shape (2,), 16 bytes" in result.stdout
+
+
+@ENCODINGS
+def test_inspect_never_sends_control_characters_or_escape_sequences_to_the_terminal(
+        tmp_path, encoding):
+    ws = so.Workspace()
+    for name in ("\x1b[2J\x1b]0;owned\x07", "bidi\u202eevil", "tab\there", "back\\slash"):
+        ws.feed_blob(name, 1)
+    so.save_workspace(ws, tmp_path / "c.safetensors")
+    result = _run_inspect(tmp_path / "c.safetensors", encoding)
+    assert result.returncode == 0, result.stderr
+    assert all(byte >= 0x20 or byte == 0x0A for byte in result.stdout)
+    out = result.stdout.decode(encoding)
+    for escaped in ("\\x1b[2J\\x1b]0;owned\\x07", "bidi\\u202eevil", "tab\\x09here",
+                    "back\\\\slash"):
+        assert f"{escaped}: int, 1 bytes" in out
+
+
+@ENCODINGS
+def test_inspect_prints_printable_names_the_output_can_encode_and_escapes_the_rest(
+        tmp_path, encoding):
+    ws = so.Workspace()
+    ws.feed_blob("naïve", np.zeros(1, np.float16))
+    with so.variable_scope("m", workspace=ws):
+        so.get_variable("w", (2,))
+        so.get_variable("n", (), dtype="int64", trainable=False)
+    so.save_workspace(ws, tmp_path / "c.safetensors")
+    result = _run_inspect(tmp_path / "c.safetensors", encoding)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode(encoding)
+    assert ("naïve" if encoding == "utf-8" else "na\\xefve") + ": tensor float16" in out
+    assert "m/w: tensor float32 shape (2,), 8 bytes (variable)" in out
+    assert "m/n: tensor int64 shape (), 8 bytes (variable, not trainable)" in out
+    assert out.splitlines()[-2].startswith("└── " if encoding == "utf-8" else "`-- ")
+
+
+@ENCODINGS
+def test_inspect_escapes_file_controlled_text_in_its_error_messages(tmp_path, encoding):
+    name = "\x1b[31m\ud800é"
+    header = b'{"%s":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"%s":{}}' % (
+        (name.encode("utf-8", "backslashreplace"),) * 2)
+    header = header.replace(b"\x1b", b"\\u001b")
+    (tmp_path / "bad.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"x")
+    result = _run_inspect(tmp_path / "bad.safetensors", encoding)
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr and b"scopeops inspect:" in result.stderr
+    assert b"\x1b" not in result.stderr and b"repeats the key" in result.stderr
+
+
+def test_inspect_shows_a_file_written_by_safetensors(tmp_path):
+    import safetensors.numpy
+    safetensors.numpy.save_file({"b": np.ones(3, np.int8), "a": np.zeros((2, 2))},
+                                tmp_path / "f.safetensors")
+    result = _run("inspect", str(tmp_path / "f.safetensors"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:3] == ["├── a: tensor float64 shape (2, 2), 32 bytes",
+                                               "└── b: tensor int8 shape (3,), 3 bytes"]
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p.mkdir(),
+    lambda p: p.write_bytes(b""),
+    lambda p: p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{"),
+], ids=["directory", "empty", "truncated"])
+def test_inspect_reports_a_file_it_cannot_read_with_status_1_and_no_traceback(tmp_path, make):
+    make(tmp_path / "target")
+    result = _run("inspect", str(tmp_path / "target"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("scopeops inspect: ") and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_inspect_escapes_an_undecodable_path(tmp_path):
+    path = os.fsencode(tmp_path) + b"/caf\xe9"
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT, "PYTHONIOENCODING": "ascii"}
+    result = subprocess.run([sys.executable, "-m", "scopeops", "inspect", path],
+                            capture_output=True, cwd=PACKAGE_PARENT, env=env, timeout=300)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    assert b"caf\\udce9: No such file or directory" in result.stderr

@@ -266,9 +266,24 @@ def test_a_workspace_of_200000_blobs_works_and_blobs_is_linear():
                     ws.feed_blob(f"b{i}", i)
                 return ws
 
+            def listed(names):
+                # The reference: what blobs() does (a lookup per name, a seen-set, a
+                # list), in Python, on dicts of the same sizes, so cache misses on the
+                # big one hit it alike.
+                seen, out = set(), []
+                for name in names:
+                    if names[name] is not None and name not in seen:
+                        seen.add(name)
+                        out.append(name)
+                return out
+
             small, big = filled(20_000), filled(200_000)
             assert len(big.blobs()) == 200_000 and big.fetch_blob("b199999") == 199_999
             assert len(big) == 200_000 and sorted(big.local_blobs()) == sorted(big.blobs())
+            small_dict = {f"b{i}": i for i in range(20_000)}
+            big_dict = {f"b{i}": i for i in range(200_000)}
+            report["reference_ratio"] = (best_of(5, lambda: listed(big_dict))
+                                         / best_of(5, lambda: listed(small_dict)))
             small_time = best_of(5, small.blobs)
             big_time = best_of(5, big.blobs)
             report["ratio"] = big_time / small_time
@@ -277,7 +292,7 @@ def test_a_workspace_of_200000_blobs_works_and_blobs_is_linear():
             small_child = so.Workspace.from_bindings(
                 small, {f"f{i}": f"b{i}" for i in range(20_000)})
             assert len(child.blobs()) == 200_000
-            report["forward_ratio"] = best_of(3, child.blobs) / best_of(3, small_child.blobs)
+            report["forward_ratio"] = best_of(5, child.blobs) / best_of(5, small_child.blobs)
             reader = so.Workspace(shared=big)
             assert len(reader.blobs()) == 200_000
             for i in range(0, 200_000, 2):
@@ -289,6 +304,7 @@ def test_a_workspace_of_200000_blobs_works_and_blobs_is_linear():
             report["freed"] = ref() is None
         in_small_stack_thread(scenario)
     """)
-    # 10x the blobs: linear is ~10x, quadratic ~100x.
-    assert report["ratio"] < 40 and report["forward_ratio"] < 40, report
+    # 10x the blobs: linear is ~10x (as the reference), quadratic ~100x.
+    bound = 4 * max(report["reference_ratio"], 10)
+    assert report["ratio"] < bound and report["forward_ratio"] < bound, report
     assert report["freed"]

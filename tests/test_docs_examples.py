@@ -1,11 +1,14 @@
 """Every ```python block of the docs and the README runs, top to bottom."""
 
 import contextlib
+import dataclasses
 import io
 import pathlib
 import re
 
 import pytest
+
+import scopeops as so
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -22,8 +25,38 @@ def test_the_docs_have_examples():
     assert len(EXAMPLES) >= 10
 
 
+def _snapshot():
+    return {name: dataclasses.replace(schema) for name, schema in so.ops.base._REGISTRY.items()}
+
+
+def _restore(saved):
+    so.ops.base._REGISTRY.clear()
+    so.ops.base._REGISTRY.update({name: dataclasses.replace(s) for name, s in saved.items()})
+
+
+@pytest.fixture(scope="module")
+def registry_before_the_examples():
+    saved = _snapshot()
+    yield saved
+    _restore(saved)
+
+
+_PAGE_RUNNING = []
+
+
+@pytest.fixture
+def operator_registry_restored(request, registry_before_the_examples):
+    """Examples may register operators (docs/custom-operators.md), and a page's later
+    examples use them: the registry is put back whenever a new page starts, and after
+    the last one, so no other test sees them."""
+    page = request.node.callspec.params["page"]
+    if _PAGE_RUNNING != [page]:
+        _restore(registry_before_the_examples)
+        _PAGE_RUNNING[:] = [page]
+
+
 @pytest.mark.parametrize("page, index, code", EXAMPLES)
-def test_example_runs(page, index, code, tmp_path, monkeypatch):
+def test_example_runs(page, index, code, tmp_path, monkeypatch, operator_registry_restored):
     monkeypatch.chdir(tmp_path)
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(code, f"{page.name}[{index}]", "exec"), {"__name__": "__docs__"})

@@ -641,3 +641,167 @@ def test_concurrent_auto_reuse_creates_a_variable_once(ws):
     for w in workers:
         w.join()
     assert results == ["shared/w"] * 8 and so.global_variables(ws) == ["shared/w"]
+
+
+# -- resuming from a checkpoint (issue 15) --------------------------------------------------
+
+
+def saved_and_loaded(tmp_path, ws):
+    path = tmp_path / "model.safetensors"
+    so.save_workspace(ws, path)
+    return so.load_workspace(path)
+
+
+def dense_model(ws, reuse=None):
+    with so.variable_scope("dense", reuse=reuse, workspace=ws):
+        w = so.get_variable("w", (2, 3))
+        step = so.get_variable("step", (), dtype="int64", trainable=False)
+    return w, step
+
+
+@pytest.fixture
+def trained(ws):
+    dense_model(ws)
+    ws["dense/w"] = np.arange(6, dtype=np.float32).reshape(2, 3)    # "trained" values
+    ws["dense/step"] = np.array(41)
+    return ws
+
+
+@pytest.mark.parametrize("reuse", [None, False, True, so.AUTO_REUSE],
+                         ids=["None", "False", "True", "AUTO_REUSE"])
+def test_get_variable_takes_a_loaded_blob_over_whatever_reuse_is(tmp_path, trained, reuse):
+    loaded = saved_and_loaded(tmp_path, trained)
+    assert dense_model(loaded, reuse) == ("dense/w", "dense/step")
+    np.testing.assert_array_equal(loaded["dense/w"], np.arange(6).reshape(2, 3))  # not re-drawn
+    assert loaded["dense/step"] == 41
+    assert so.global_variables(loaded) == ["dense/w", "dense/step"]
+    assert so.trainable_variables(loaded) == ["dense/w"]
+
+
+def test_after_the_take_over_reuse_rules_apply_again(tmp_path, trained):
+    loaded = saved_and_loaded(tmp_path, trained)
+    dense_model(loaded)
+    with pytest.raises(so.VariableError, match="Variable dense/w already exists, disallowed"):
+        dense_model(loaded)
+    assert dense_model(loaded, reuse=True) == ("dense/w", "dense/step")
+
+
+@pytest.mark.parametrize("shape, dtype, phrase", [
+    ((3, 2), "float32", "Trying to share variable dense/w, but specified shape (3, 2) and found "
+                        "shape (2, 3)."),
+    ((2, 3), "float64", "Trying to share variable dense/w, but specified dtype float64 and found "
+                        "dtype float32."),
+], ids=["shape", "dtype"])
+def test_a_loaded_blob_of_another_shape_or_dtype_is_refused_and_stays_loaded(
+        tmp_path, trained, shape, dtype, phrase):
+    loaded = saved_and_loaded(tmp_path, trained)
+    with so.variable_scope("dense", workspace=loaded):
+        with pytest.raises(so.VariableError) as info:
+            so.get_variable("w", shape, dtype=dtype)
+        assert str(info.value).startswith(phrase)
+        assert "loaded from a checkpoint" in str(info.value)
+        assert so.get_variable("w", (2, 3)) == "dense/w"     # still there to take over
+    np.testing.assert_array_equal(loaded["dense/w"], np.arange(6).reshape(2, 3))
+
+
+def test_a_loaded_tensor_that_was_no_variable_is_taken_over_with_the_calls_trainability(
+        tmp_path, ws):
+    ws["dense/w"] = np.ones((2, 3), np.float32)     # saved by hand, not with get_variable
+    ws["dense/step"] = np.array(3)
+    loaded = saved_and_loaded(tmp_path, ws)
+    assert so.global_variables(loaded) == []
+    dense_model(loaded)
+    assert so.global_variables(loaded) == ["dense/w", "dense/step"]
+    assert so.trainable_variables(loaded) == ["dense/w"]
+    np.testing.assert_array_equal(loaded["dense/w"], np.ones((2, 3)))
+
+
+def test_a_blob_fed_by_hand_is_still_not_taken_over(ws):
+    ws["dense/w"] = np.ones((2, 3), np.float32)
+    with pytest.raises(so.VariableError, match="Variable dense/w cannot be created"):
+        dense_model(ws)
+
+
+def test_a_loaded_blob_that_is_not_a_tensor_is_not_taken_over(tmp_path, ws):
+    ws["dense/w"] = "not a tensor"
+    loaded = saved_and_loaded(tmp_path, ws)
+    with pytest.raises(so.VariableError, match="Variable dense/w cannot be created"):
+        dense_model(loaded)
+
+
+def test_a_loaded_blob_removed_before_get_variable_is_created_afresh(tmp_path, trained):
+    loaded = saved_and_loaded(tmp_path, trained)
+    loaded.remove_blob("dense/w")
+    assert so.global_variables(loaded) == ["dense/step"]
+    dense_model(loaded)
+    assert loaded["dense/w"].shape == (2, 3)
+    assert not np.array_equal(loaded["dense/w"], np.arange(6).reshape(2, 3))
+
+
+def test_reset_variables_after_a_load_removes_the_loaded_variables(tmp_path, trained):
+    loaded = saved_and_loaded(tmp_path, trained)
+    so.reset_variables(loaded)
+    assert loaded.local_blobs() == [] and so.global_variables(loaded) == []
+
+
+def test_register_loaded_blobs_checks_its_arguments(ws):
+    ws["t"] = np.ones(2)
+    ws["s"] = "text"
+    with pytest.raises(TypeError, match="Workspace"):
+        variables.register_loaded_blobs({"t": 1}, ["t"])
+    with pytest.raises(TypeError, match="blob names"):
+        variables.register_loaded_blobs(ws, [1])
+    with pytest.raises(so.VariableError, match="holds no blob missing"):
+        variables.register_loaded_blobs(ws, ["missing"])
+    with pytest.raises(so.VariableError, match="not a tensor"):
+        variables.register_loaded_blobs(ws, ["t"], {"s": True})
+    assert so.global_variables(ws) == []       # a refused call registered nothing
+    with pytest.raises(so.VariableError, match="cannot be created"):
+        so.get_variable("t", (2,), workspace=ws, dtype="float64")
+
+
+def regression_data():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16, 3))
+    return x, x @ np.array([[1.0], [-2.0], [0.5]]) + 0.25
+
+
+def build_regression(ws):
+    with so.variable_scope("model", workspace=ws):
+        w = so.get_variable("w", (1, 3), dtype="float64",
+                            initializer=so.initializers.uniform(-1, 1, seed=0))
+        b = so.get_variable("b", (1,), dtype="float64")
+    net = so.Net("train")
+    net.FC(["X", w, b], ["pred"])
+    net.SquaredL2Distance(["pred", "Y"], ["dist"])
+    net.AveragedLoss(["dist"], ["loss"])
+    so.add_gradient_ops(net, ["loss"])
+    return net, [w, b]
+
+
+def train(ws, net, params, steps):
+    x, y = regression_data()
+    losses = []
+    for _ in range(steps):
+        result = so.accumulate_microbatches(net, ws, {"X": x, "Y": y}, 4, params, ["loss"])
+        for param in params:
+            so.accumulate(ws.get_blob(param), ws.get_blob(param + "_grad"), -0.1)
+        losses.append(result["loss"])
+    return losses
+
+
+def test_training_resumed_from_a_checkpoint_continues_exactly(tmp_path):
+    # Issue 15: variables, micro-batch accumulation, a checkpoint mid-way, then resume.
+    ws = so.Workspace()
+    net, params = build_regression(ws)
+    train(ws, net, params, 10)
+    skipped = so.save_workspace(ws, tmp_path / "mid.safetensors")
+    assert list(skipped) == ["microbatch_scope"]
+    uninterrupted = train(ws, net, params, 10)
+
+    resumed = so.load_workspace(tmp_path / "mid.safetensors")
+    net, params = build_regression(resumed)
+    assert params == ["model/w", "model/b"]
+    assert train(resumed, net, params, 10) == uninterrupted
+    np.testing.assert_array_equal(resumed["model/w"], ws["model/w"])
+    assert so.trainable_variables(resumed) == ["model/w", "model/b"]

@@ -15,6 +15,7 @@ from scopeops.ops.base import (
     registered_operators,
     schema,
 )
+from scopeops.ops.catalogue import catalogue
 from scopeops.ops.control import DoOp, IfOp, WhileOp
 from scopeops.ops.create_scope import CreateScopeOp, HasScopeOp
 from scopeops.ops.executor import NetExecutor
@@ -31,6 +32,7 @@ __all__ = [
     "SHOULD_NOT_DO_GRADIENT",
     "Schema",
     "WhileOp",
+    "catalogue",
     "gradient",
     "register",
     "registered_operators",
