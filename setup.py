@@ -74,7 +74,11 @@ class BuildPyWithCaffe2Descriptor(build_py):
 
     def run(self):
         super().run()
-        from grpc_tools import protoc
+        try:
+            from grpc_tools import protoc
+        except ImportError as exc:
+            raise RuntimeError("building scopeops needs grpcio-tools (a build requirement in "
+                               "pyproject.toml) to compile caffe2.proto") from exc
 
         target = os.path.join(self.build_lib, PROTO_PACKAGE, "caffe2.desc")
         os.makedirs(os.path.dirname(target), exist_ok=True)

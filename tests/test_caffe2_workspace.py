@@ -320,3 +320,9 @@ def test_c_workspace_tensors():
     assert before[0] == 1.1 and tensor.fetch()[0] == 5.2
     with pytest.raises(RuntimeError):
         tensor.feed([1, 2])
+
+
+def test_fetching_a_blob_that_holds_no_tensor_describes_it():
+    workspace.RunOperatorOnce(core.CreateOperator("CreateScope", [], ["scope_blob"]))
+    assert workspace.FetchBlob("scope_blob") == \
+        b"scope_blob, a C++ native class of type WorkspaceStack."

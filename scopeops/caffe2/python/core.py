@@ -198,10 +198,10 @@ class BlobReference:
         return self._from_net
 
     def GetNameScope(self) -> str:
-        return self._name[:self._name.rfind(scope._SEPARATOR) + 1]
+        return self._name[:self._name.rfind(scope.SEPARATOR) + 1]
 
     def GetUnscopedName(self) -> str:
-        return self._name[self._name.rfind(scope._SEPARATOR) + 1:]
+        return self._name[self._name.rfind(scope.SEPARATOR) + 1:]
 
     def _CreateAndAddToNet(self, op_type: str, inputs: Any = None, *args: Any,
                            **kwargs: Any) -> Any:

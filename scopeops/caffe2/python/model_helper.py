@@ -169,8 +169,8 @@ class ModelHelper:
     def _in_scope(params: list[core.BlobReference], namescope: str | None) -> list[Any]:
         if namescope is None:
             namescope = scope.CurrentNameScope()
-        if namescope and not namescope.endswith(scope._SEPARATOR):
-            namescope += scope._SEPARATOR
+        if namescope and not namescope.endswith(scope.SEPARATOR):
+            namescope += scope.SEPARATOR
         if not namescope:
             return list(params)
         return [p for p in params if p.GetNameScope().startswith(namescope)]

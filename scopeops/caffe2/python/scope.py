@@ -18,10 +18,10 @@ from scopeops.caffe2.proto import caffe2_pb2
 from scopeops.caffe2.translate import device_option_to_caffe2, device_option_to_native
 from scopeops.names import current_device_scope, current_name_scope
 
-__all__ = ["CurrentDeviceScope", "CurrentNameScope", "DeviceScope", "EmptyDeviceScope",
+__all__ = ["CurrentDeviceScope", "CurrentNameScope", "DeviceScope", "EmptyDeviceScope", "SEPARATOR",
            "NameScope"]
 
-_SEPARATOR = "/"
+SEPARATOR = "/"
 
 # The caffe2_pb2 option of the innermost compat DeviceScope, beside the scopeops option it
 # entered: the pair tells whether scopeops' scope was changed since (then it wins).
