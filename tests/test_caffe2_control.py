@@ -4,11 +4,9 @@ scopeops.control (docs/caffe2.md)."""
 import numpy as np
 import pytest
 
-pytest.importorskip("google.protobuf")
-
-from scopeops.caffe2.python import core, workspace  # noqa: E402
-from scopeops.caffe2.python.control_ops_util import add_if_op, add_while_op  # noqa: E402
-from scopeops.caffe2.python.net_builder import NetBuilder, ops  # noqa: E402
+from scopeops.caffe2.python import core, workspace
+from scopeops.caffe2.python.control_ops_util import add_if_op, add_while_op
+from scopeops.caffe2.python.net_builder import NetBuilder, ops
 
 
 @pytest.fixture(autouse=True)

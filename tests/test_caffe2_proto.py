@@ -15,11 +15,9 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("google.protobuf")
-
-from scopeops.caffe2.proto import caffe2_pb2  # noqa: E402
-from scopeops.caffe2.python import brew, core, model_helper  # noqa: E402
-from scopeops.caffe2.translate import netdef_to_caffe2, netdef_to_native  # noqa: E402
+from scopeops.caffe2.proto import caffe2_pb2
+from scopeops.caffe2.python import brew, core, model_helper
+from scopeops.caffe2.translate import netdef_to_caffe2, netdef_to_native
 
 CAFFE2_BYTES = {
     "sugar_net": (

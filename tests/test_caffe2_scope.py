@@ -5,11 +5,9 @@ import threading
 
 import pytest
 
-pytest.importorskip("google.protobuf")
-
-import scopeops as so  # noqa: E402
-from scopeops.caffe2.proto import caffe2_pb2  # noqa: E402
-from scopeops.caffe2.python import core, scope  # noqa: E402
+import scopeops as so
+from scopeops.caffe2.proto import caffe2_pb2
+from scopeops.caffe2.python import core, scope
 
 
 def test_name_scopes_nest_reset_and_restore_after_an_error():

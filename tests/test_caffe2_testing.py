@@ -6,13 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
-pytest.importorskip("google.protobuf")
-
-from hypothesis import given, settings  # noqa: E402
-
-from scopeops.caffe2.proto import caffe2_pb2  # noqa: E402
-from scopeops.caffe2.python import (  # noqa: E402
+from scopeops.caffe2.proto import caffe2_pb2
+from scopeops.caffe2.python import (
     brew,
     core,
     device_checker,
@@ -22,7 +19,7 @@ from scopeops.caffe2.python import (  # noqa: E402
     test_util,
     workspace,
 )
-from scopeops.caffe2.python import hypothesis_test_util as hu  # noqa: E402
+from scopeops.caffe2.python import hypothesis_test_util as hu
 
 CPU = caffe2_pb2.DeviceOption()
 

@@ -6,12 +6,10 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("google.protobuf")
-
-import scopeops as so  # noqa: E402
-from scopeops.caffe2.proto import caffe2_pb2  # noqa: E402
-from scopeops.caffe2.python import core, workspace  # noqa: E402
-from scopeops.caffe2.python.utils import NumpyArrayToCaffe2Tensor  # noqa: E402
+import scopeops as so
+from scopeops.caffe2.proto import caffe2_pb2
+from scopeops.caffe2.python import core, workspace
+from scopeops.caffe2.python.utils import NumpyArrayToCaffe2Tensor
 
 
 @pytest.fixture(autouse=True)
