@@ -3,7 +3,7 @@
 
 Usage::
 
-    python tools/caffe2_tests.py /path/to/caffe2-checkout [--keep] [-- pytest args...]
+    python tools/caffe2_tests.py /path/to/caffe2-checkout [--keep] [-- more pytest args]
 
 The checkout is Caffe2's repository at its last commit before the move into PyTorch
 (``facebookarchive/caffe2`` at ``4b439a9c8bcb``); it is never fetched by this script or
@@ -175,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("caffe2", help="path of a Caffe2 checkout (at 4b439a9c8bcb)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.pytest_args = extra
     work = tempfile.mkdtemp(prefix="caffe2-tests-")
     try:
         files = copy_tests(os.path.abspath(args.caffe2), work)
