@@ -10,6 +10,7 @@ import os
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 DEBUG_BUILD = os.environ.get("SCOPEOPS_DEBUG_BUILD", "") not in ("", "0")
 # Each flavour builds in its own tree (generated C, objects, libraries): cythonize
@@ -60,7 +61,35 @@ extensions = [
     for module in COMPILED_MODULES
 ]
 
+PROTO_PACKAGE = os.path.join("scopeops", "caffe2", "proto")
+
+
+class BuildPyWithCaffe2Descriptor(build_py):
+    """build_py that also compiles caffe2.proto to a descriptor set in the build tree.
+
+    scopeops.caffe2.proto.caffe2_pb2 builds its message classes from that descriptor
+    with the installed protobuf runtime, so no generated Python is committed or tied
+    to one protobuf version.
+    """
+
+    def run(self):
+        super().run()
+        try:
+            from grpc_tools import protoc
+        except ImportError as exc:
+            raise RuntimeError("building scopeops needs grpcio-tools (a build requirement in "
+                               "pyproject.toml) to compile caffe2.proto") from exc
+
+        target = os.path.join(self.build_lib, PROTO_PACKAGE, "caffe2.desc")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        status = protoc.main(["protoc", f"--proto_path={PROTO_PACKAGE}",
+                              f"--descriptor_set_out={target}", "caffe2.proto"])
+        if status != 0:
+            raise RuntimeError(f"protoc failed ({status}) on {PROTO_PACKAGE}/caffe2.proto")
+
+
 setup(
+    cmdclass={"build_py": BuildPyWithCaffe2Descriptor},
     options={"build": {"build_base": BUILD_BASE}},
     ext_modules=cythonize(
         extensions,

@@ -1,0 +1,1 @@
+"""Caffe2's protocol buffer messages (``caffe2_pb2``), built from ``caffe2.proto``."""
