@@ -40,7 +40,10 @@ cdef class WorkspaceStack:
         self._top = -1
 
     def __init__(self, debug=False):
+        if self._initialised:
+            raise TypeError("a WorkspaceStack is initialised once")
         self.debug = bool(debug)
+        self._initialised = True
 
     def __dealloc__(self):
         cdef Py_ssize_t i
