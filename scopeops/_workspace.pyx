@@ -712,6 +712,8 @@ cdef bint _recyclable(Blob blob):
     of it keeps its values.) References expected: the blob from the old local dict
     and the caller's variable; the array from the blob; the buffer from the blob
     and from the array's base."""
+    # A blob with a buffer holds an array the core made from it (tensor(), a snapshot),
+    # never a caller's value: Blob.set drops the buffer.
     if blob._buffer is None or not blob._is_tensor:
         return False
     cdef PyObject* value = <PyObject*>blob._value
