@@ -23,7 +23,8 @@ from scopeops._blob cimport Blob
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NDIM, PyArray_DIMS, PyArray_SIZE,
     PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS, PyArray_ISWRITEABLE, PyArray_ISALIGNED,
-    PyArray_Check,
+    PyArray_Check, PyArray_TYPE, PyArray_IS_F_CONTIGUOUS, PyArray_ISNOTSWAPPED,
+    plain_array, array_dtype, array_shape,
 )
 from scopeops._types cimport DTypeCode, DT_FLOAT16, DT_FLOAT32, DT_FLOAT64
 from scopeops.errors import BlobTypeError
@@ -31,9 +32,6 @@ from scopeops.errors import BlobTypeError
 _import_array()
 
 cdef extern from "numpy/arrayobject.h":
-    int PyArray_TYPE(PyArrayObject* arr) nogil
-    bint PyArray_IS_F_CONTIGUOUS(PyArrayObject* arr) nogil
-    bint PyArray_ISNOTSWAPPED(PyArrayObject* arr) nogil
     enum:
         NPY_HALF
         NPY_FLOAT
@@ -239,11 +237,15 @@ cdef int _float_code(PyArrayObject* arr, object array, str role) except -1:
     if num == NPY_HALF:
         return DT_FLOAT16
     raise TypeError(f"accumulate works on float16, float32 and float64 only; {role} has "
-                    f"dtype {array.dtype}")
+                    f"dtype {array_dtype(array)}")
 
 
 cdef object _accumulate_with_numpy(object dst, object src, double scale, DTypeCode code):
-    """The general path (strides, layouts, byte order, overlap), rounded like the fast path."""
+    """The general path (strides, layouts, byte order, overlap), rounded like the fast path.
+    On plain ndarray views: numpy never dispatches to a subclass's overrides, and reads
+    the real dtype."""
+    dst = plain_array(dst)
+    src = plain_array(src)
     if code == DT_FLOAT16:
         wide = src.astype(np.float32)
         if scale != 1.0:
@@ -280,7 +282,9 @@ cpdef object accumulate(object dst, object src, double scale=1.0):
 
     Nothing is written when an error is raised. Contiguous operands of one
     layout take a typed loop that runs with the GIL released (from 8192
-    elements on); other valid operands are computed by numpy.
+    elements on); other valid operands are computed by numpy. Operands are read
+    as C-level arrays: an ndarray subclass's Python-level attributes and numpy
+    overrides (``__array_ufunc__``...) are never used; ``dst`` itself is returned.
     """
     cdef object dst_array = _array_of(dst, "dst")
     cdef object src_array = _array_of(src, "src")
@@ -295,19 +299,19 @@ cpdef object accumulate(object dst, object src, double scale=1.0):
     cdef char* dst_data
     cdef char* src_data
     if code != src_code:
-        raise TypeError(f"accumulate needs one dtype: dst is {dst_array.dtype}, "
-                        f"src is {src_array.dtype}")
+        raise TypeError(f"accumulate needs one dtype: dst is {array_dtype(dst_array)}, "
+                        f"src is {array_dtype(src_array)}")
     ndim = PyArray_NDIM(d)
     if ndim != PyArray_NDIM(s):
-        raise ValueError(f"accumulate needs one shape: dst is {dst_array.shape}, "
-                         f"src is {src_array.shape}")
+        raise ValueError(f"accumulate needs one shape: dst is {array_shape(dst_array)}, "
+                         f"src is {array_shape(src_array)}")
     for k in range(ndim):
         if PyArray_DIMS(d)[k] != PyArray_DIMS(s)[k]:
-            raise ValueError(f"accumulate needs one shape: dst is {dst_array.shape}, "
-                             f"src is {src_array.shape}")
+            raise ValueError(f"accumulate needs one shape: dst is {array_shape(dst_array)}, "
+                             f"src is {array_shape(src_array)}")
     if not PyArray_ISWRITEABLE(d):
         raise ValueError(f"accumulate cannot write into a read-only dst "
-                         f"(dtype {dst_array.dtype}, shape {dst_array.shape})")
+                         f"(dtype {array_dtype(dst_array)}, shape {array_shape(dst_array)})")
     n = PyArray_SIZE(d)
     if n == 0:
         return dst

@@ -25,4 +25,13 @@ class Blob:
     def shape(self) -> tuple[int, ...] | None: ...
     @property
     def nbytes(self) -> int: ...  # Py_ssize_t
-    def tensor(self, shape: _Shape, dtype: DTypeLike | TypeMeta) -> np.ndarray[Any, Any]: ...
+    def tensor(self, shape: _Shape, dtype: DTypeLike | TypeMeta) -> np.ndarray[Any, Any]:
+        """The blob's tensor with this shape and dtype, reusing its buffer.
+
+        Raises TypeError for a shape that is not ints or a dtype that is not bool
+        or numeric; ValueError for a negative size, more than 64 dimensions or an
+        impossible tensor (more than 2**56 bytes, counting the non-zero
+        dimensions; sizes of any magnitude raise ValueError, never OverflowError);
+        MemoryError for a possible tensor that does not fit in memory. A refused
+        call changes nothing (the blob, the known types).
+        """

@@ -8,8 +8,8 @@ allocates nothing, and a shrink or a same-size reshape reuses the memory
 
 cimport cython
 from cpython.ref cimport PyObject
-from libc.stdint cimport SIZE_MAX
 from cpython.long cimport PyLong_AsSsize_t
+from cpython.number cimport PyNumber_Index
 from cpython.exc cimport PyErr_Clear
 
 import sys
@@ -18,18 +18,27 @@ import numpy as np
 
 from scopeops._npy cimport (
     PyArrayObject, _import_array, npy_intp, PyArray_DATA, PyArray_NDIM, PyArray_DIMS,
-    PyArray_STRIDES, PyArray_SIZE, PyArray_ITEMSIZE, PyArray_IS_C_CONTIGUOUS,
-    PyArray_ISWRITEABLE, PyArray_DESCR, PyArray_Check,
+    PyArray_STRIDES, PyArray_SIZE, PyArray_ITEMSIZE, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
+    PyArray_ISWRITEABLE, PyArray_Check, plain_array, array_dtype, array_shape,
 )
 from scopeops._types cimport (
     TypeMeta, DTypeCode, DT_OTHER, TENSOR_META, c_meta_of_value, c_dtype_meta, type_meta,
+    c_numeric_dtype, c_known_dtype_meta, c_array_dtype_code,
 )
 from scopeops.errors import BlobTypeError
 
 _import_array()
 
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
 cdef object _np_empty = np.empty
 cdef object _np_uint8 = np.dtype(np.uint8)
+
+# The largest tensor tensor() makes: no 64-bit processor gives a process more than
+# 2**56 bytes of address space (x86-64 with 5-level paging; others give less), so a
+# larger tensor cannot exist and is refused with ValueError before any allocation.
+cdef Py_ssize_t MAX_TENSOR_BYTES = min(PY_SSIZE_T_MAX, 1 << 56)
 
 
 cdef inline str _describe(Blob blob):
@@ -41,8 +50,8 @@ cdef tuple _normalise_shape(object shape):
     cdef tuple dims
     if isinstance(shape, bool):
         raise TypeError("a shape must be an int or a sequence of ints, not bool")
-    if isinstance(shape, np.ndarray) and shape.ndim > 0:
-        dims = tuple(shape.tolist())
+    if PyArray_Check(shape) and PyArray_NDIM(<PyArrayObject*>shape) > 0:
+        dims = tuple(plain_array(shape).tolist())
     elif hasattr(shape, "__index__"):
         dims = (shape,)
     else:
@@ -54,14 +63,43 @@ cdef tuple _normalise_shape(object shape):
     if len(dims) > 64:
         raise ValueError(f"a shape may have at most 64 dimensions, got {len(dims)}")
     out = []
+    # Messages name types and ints only: a caller's object (an ndarray subclass that
+    # lies about its shape, say) may fail to repr.
     for d in dims:
         if isinstance(d, bool) or not hasattr(d, "__index__"):
-            raise TypeError(f"a shape must contain ints, got {d!r} in {shape!r}")
-        d = d.__index__()
+            raise TypeError(f"a shape must contain ints, got a {type(d).__name__} "
+                            f"at position {len(out)}")
+        d = PyNumber_Index(d)
         if d < 0:
-            raise ValueError(f"a shape must not contain negative sizes, got {shape!r}")
+            raise ValueError(f"a shape must not contain negative sizes, got {d} "
+                             f"at position {len(out)}")
         out.append(d)
     return tuple(out)
+
+
+cdef Py_ssize_t _tensor_nbytes(tuple dims, object dt) except -1:
+    """Bytes of a tensor of that shape and dtype; ValueError when it would exceed
+    MAX_TENSOR_BYTES. As numpy does, the product of the non-zero dimensions counts
+    even when another dimension is 0."""
+    cdef Py_ssize_t total = dt.itemsize
+    cdef Py_ssize_t n
+    cdef bint empty = False
+    for d in dims:
+        if d > MAX_TENSOR_BYTES:
+            _raise_too_large(dims, dt)
+        n = d
+        if n == 0:
+            empty = True
+        elif total > MAX_TENSOR_BYTES // n:
+            _raise_too_large(dims, dt)
+        else:
+            total *= n
+    return 0 if empty else total
+
+
+cdef int _raise_too_large(tuple dims, object dt) except -1:
+    raise ValueError(f"a tensor of shape {dims} and dtype {dt} is too large: it would hold "
+                     f"more than {MAX_TENSOR_BYTES} bytes, more than a process can address")
 
 
 cdef inline bint _same_shape(PyArrayObject* arr, tuple dims) noexcept:
@@ -102,8 +140,8 @@ cdef class Blob:
         cdef TypeMeta meta = self._meta
         value = self._value
         what = "empty" if meta is None else meta.name
-        if self._is_tensor and value is not None:
-            what = f"Tensor {value.dtype}{list(value.shape)}"
+        if self._is_tensor and PyArray_Check(value):
+            what = f"Tensor {array_dtype(value)}{list(array_shape(value))}"
         return f"<Blob {self.name!r}: {what}>" if self.name is not None else f"<Blob: {what}>"
 
     @property
@@ -146,13 +184,16 @@ cdef class Blob:
 
     @property
     def dtype(self):
-        """The element type of a tensor blob, else None."""
-        return self._value.dtype if self._is_tensor else None
+        """The element type of a tensor blob (the array's real one, whatever an
+        ndarray subclass's ``dtype`` property says), else None."""
+        value = self._value
+        return array_dtype(value) if self._is_tensor and PyArray_Check(value) else None
 
     @property
     def shape(self):
-        """The shape of a tensor blob, else None."""
-        return self._value.shape if self._is_tensor else None
+        """The shape of a tensor blob (the array's real one), else None."""
+        value = self._value
+        return array_shape(value) if self._is_tensor and PyArray_Check(value) else None
 
     @property
     def nbytes(self):
@@ -167,8 +208,8 @@ cdef class Blob:
             return 0
         if owns_buffer:
             return capacity
-        if is_tensor:
-            return value.nbytes
+        if is_tensor and PyArray_Check(value):
+            return PyArray_NBYTES(<PyArrayObject*>value)
         if isinstance(value, (bytes, bytearray)):
             return len(value)
         if getattr(type(value), "nbytes", None) is not None:
@@ -185,24 +226,42 @@ cdef class Blob:
         allocates. Contents are unspecified after a shape change. The blob
         only reuses memory it allocated itself: a value stored with
         :meth:`set` is never written through.
+
+        Raises
+        ------
+        TypeError
+            ``shape`` is not an int or a sequence of ints, or ``dtype`` is not a
+            bool or numeric dtype.
+        ValueError
+            A negative size, more than 64 dimensions, or an impossible tensor: one
+            of more than ``2**56`` bytes (the most any 64-bit process can address;
+            ``sys.maxsize`` on 32-bit builds), counting the non-zero dimensions as
+            numpy does. Sizes of any magnitude (``2**64``, ``np.uint64(2**63)``)
+            raise this, never ``OverflowError``.
+        MemoryError
+            A possible tensor for which there is not enough memory.
+
+        A refused call changes nothing: neither the blob nor the known types.
         """
         return self.c_tensor(shape, dtype)
 
     cdef int c_set(self, object value) except -1:
         if isinstance(value, Blob):
             raise TypeError("a Blob cannot hold another Blob; store its value instead")
-        cdef TypeMeta meta = c_meta_of_value(value)
+        cdef TypeMeta meta
+        cdef DTypeCode code = DT_OTHER
+        cdef bint is_tensor = PyArray_Check(value)
+        if is_tensor:
+            # The C-level array decides (an ndarray subclass's dtype property is
+            # never read); its element type is not registered.
+            meta = TENSOR_META
+            code = c_array_dtype_code(value)
+        else:
+            meta = c_meta_of_value(value)
         cdef object old_value = self._value
         cdef object old_buffer = self._buffer
-        cdef DTypeCode code = DT_OTHER
-        if meta is TENSOR_META:
-            dt = value.dtype
-            if self._is_tensor and dt is self._value.dtype:
-                code = self._dtype_code     # same element type as before: no registry lookup
-            else:
-                code = (<TypeMeta>c_dtype_meta(dt)).code
         self._meta = meta
-        self._is_tensor = meta is TENSOR_META
+        self._is_tensor = is_tensor
         self._dtype_code = code
         self._buffer = None
         self._capacity = 0
@@ -228,36 +287,31 @@ cdef class Blob:
         cdef tuple dims
         cdef object dt
         cdef object arr
-        cdef Py_ssize_t count = 1
         cdef Py_ssize_t nbytes
-        cdef Py_ssize_t d
-        # Fast path: our own array with this exact shape and dtype.
+        # Fast path: our own array with this exact shape and dtype (looked up only:
+        # a dtype the tables do not know takes the checked path below).
         if self._is_tensor and self._buffer is not None and type(shape) is tuple:
             arr = self._value
             if _same_shape(<PyArrayObject*>arr, <tuple>shape):
-                dt = arr.dtype
-                if dtype is dt or (<TypeMeta>c_dtype_meta(dtype)).dtype is dt:
+                dt = array_dtype(arr)
+                if dtype is dt:
                     return arr
+                meta = c_known_dtype_meta(dtype)
+                if meta is not None and meta.dtype is dt:
+                    return arr
+        # Everything is checked before anything is registered or allocated.
         dims = _normalise_shape(shape)
-        meta = c_dtype_meta(dtype)
-        dt = meta.dtype
-        if dt.kind not in "biufc":
-            raise TypeError(f"tensor() needs a bool or numeric dtype, not {dt}")
-        for d in dims:
-            if d and count > (<Py_ssize_t>(SIZE_MAX >> 2)) // d:
-                raise ValueError(f"tensor of shape {dims} is too large")
-            count *= d
-        if count > (<Py_ssize_t>(SIZE_MAX >> 2)) // meta.itemsize:
-            raise ValueError(f"tensor of shape {dims} is too large")
-        nbytes = count * meta.itemsize
+        dt = c_numeric_dtype(dtype)
+        nbytes = _tensor_nbytes(dims, dt)
+        meta = c_dtype_meta(dtype if type(dtype) is str else dt)
         if self._buffer is None or nbytes > self._capacity:
             buffer = _np_empty(nbytes, _np_uint8)
         else:
             buffer = self._buffer
-        arr = buffer[:nbytes].view(dt).reshape(dims)
+        arr = buffer[:nbytes].view(meta.dtype).reshape(dims)
         old_value = self._value
         self._buffer = buffer
-        self._capacity = buffer.shape[0]
+        self._capacity = PyArray_NBYTES(<PyArrayObject*>buffer)
         self._meta = TENSOR_META
         self._is_tensor = True
         self._dtype_code = meta.code

@@ -14,6 +14,7 @@ cdef class WorkspaceStack:
     cdef Workspace _debug_parent
     cdef dict _debug_bindings
     cdef dict _debug_grad_bindings
+    cdef bint _initialised
     cdef object __weakref__
 
     cdef Workspace c_push(self, Workspace parent, dict bindings)

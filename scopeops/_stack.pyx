@@ -11,7 +11,6 @@ from cpython.mem cimport PyMem_Realloc, PyMem_Free
 from cpython.object cimport PyTypeObject, traverseproc, visitproc
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 
-from scopeops._types cimport TypeMeta
 from scopeops._workspace cimport (
     Workspace, c_check_parent, c_normalize_bindings, c_bound_blobs_visible, c_same_bindings,
     c_reusable_unbound,
@@ -40,7 +39,10 @@ cdef class WorkspaceStack:
         self._top = -1
 
     def __init__(self, debug=False):
+        if self._initialised:
+            raise TypeError("a WorkspaceStack is initialised once")
         self.debug = bool(debug)
+        self._initialised = True
 
     def __dealloc__(self):
         cdef Py_ssize_t i

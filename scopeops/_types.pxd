@@ -7,7 +7,8 @@ cdef extern from *:
         SCOPEOPS_DT_OTHER = 0,
         SCOPEOPS_DT_BOOL = 1,
         SCOPEOPS_DT_INT8 = 2, SCOPEOPS_DT_INT16 = 3, SCOPEOPS_DT_INT32 = 4, SCOPEOPS_DT_INT64 = 5,
-        SCOPEOPS_DT_UINT8 = 6, SCOPEOPS_DT_UINT16 = 7, SCOPEOPS_DT_UINT32 = 8, SCOPEOPS_DT_UINT64 = 9,
+        SCOPEOPS_DT_UINT8 = 6, SCOPEOPS_DT_UINT16 = 7,
+        SCOPEOPS_DT_UINT32 = 8, SCOPEOPS_DT_UINT64 = 9,
         SCOPEOPS_DT_FLOAT16 = 10, SCOPEOPS_DT_FLOAT32 = 11, SCOPEOPS_DT_FLOAT64 = 12,
         SCOPEOPS_DT_COMPLEX64 = 13, SCOPEOPS_DT_COMPLEX128 = 14
     };
@@ -36,8 +37,11 @@ cdef class TypeMeta:
     cdef readonly Py_ssize_t itemsize
     # The numpy dtype for element-type metas, None for class metas.
     cdef readonly object dtype
-    # The Python class for class metas (and the scalar type for dtype metas).
-    cdef readonly object pytype
+    # The Python class for class metas (and the scalar type for dtype metas) is the
+    # ``pytype`` property: held strongly here, or through the weak reference for a
+    # class registered on first sight (the registry does not keep such classes alive).
+    cdef object _pytype
+    cdef object _pytype_ref
     cdef readonly DTypeCode code
 
 
@@ -47,3 +51,10 @@ cdef TypeMeta TENSOR_META
 cpdef TypeMeta type_meta(object spec)
 cdef TypeMeta c_meta_of_value(object value)
 cdef TypeMeta c_dtype_meta(object dtype_spec)
+# The np.dtype of a bool or numeric dtype spec; TypeError otherwise. Registers nothing.
+cdef object c_numeric_dtype(object dtype_spec)
+# The meta of a dtype spec already in the registry's tables, else None. Registers nothing.
+cdef TypeMeta c_known_dtype_meta(object dtype_spec)
+# The element type code of an ndarray's real (C-level) dtype: DT_OTHER unless it is
+# one of the codes' types in native byte order.
+cdef DTypeCode c_array_dtype_code(object array) noexcept

@@ -14,7 +14,7 @@ cdef class Workspace:
     cdef bint _bound_exact      # every bound forward is in place and no local hides one
     cdef unsigned long long _bound_checked_at   # epoch + 1 when the outer blobs were last seen
     cdef bint _initialised
-    cdef bint _is_shared_parent # some workspace reads through to this one
+    cdef bint _is_shared_parent  # some workspace reads through to this one
     cdef dict _spare_buffers    # name -> byte buffer of a removed snapshot, for reuse
     cdef object __weakref__
 

@@ -34,7 +34,13 @@ class Workspace:
     def add_blob_mapping(
         self, parent: Workspace, bindings: Bindings, skip_defined_blobs: bool = False
     ) -> None: ...
-    def copy_forwarded_tensors(self, names: str | Iterable[str]) -> None: ...
+    def copy_forwarded_tensors(self, names: str | Iterable[str]) -> None:
+        """Turn forwarded tensors into local plain-ndarray copies.
+
+        Raises BlobTypeError / BlobNotFoundError for a bad source, and ScopeError
+        when the sources were replaced during each of 8 attempts to copy them;
+        nothing changes when an error is raised.
+        """
 
 def structure_epoch() -> int: ...
 def deep_nbytes(roots: list[object]) -> int: ...

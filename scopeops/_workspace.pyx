@@ -23,11 +23,19 @@ from scopeops._blob cimport Blob, c_new_blob
 from scopeops._types cimport c_meta_of_value
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
-    PyArray_BASE,
+    PyArray_BASE, PyArray_Check, plain_array, array_dtype, array_shape,
 )
-from scopeops.errors import BindingError, BlobNotFoundError, BlobTypeError
+from scopeops.errors import BindingError, BlobNotFoundError, BlobTypeError, ScopeError
 
 _import_array()
+
+cdef object _np_copyto = np.copyto
+
+cdef enum:
+    # copy_forwarded_tensors starts over when a source blob changed while it copied
+    # (another thread, or a finaliser the copy set off); past this many attempts it
+    # gives up with ScopeError rather than loop for ever.
+    COPY_ATTEMPTS = 8
 
 cdef unsigned long long _epoch = 0
 
@@ -69,7 +77,7 @@ def deep_nbytes(roots):
                     total += blob.nbytes
             if ws._spare_buffers:
                 for buffer in list(ws._spare_buffers.values()):
-                    total += buffer.nbytes
+                    total += PyArray_NBYTES(<PyArrayObject*>buffer)
         else:   # a WorkspaceStack: its allocated workspaces, dormant ones included
             work.extend(obj.workspaces())
     return total
@@ -335,7 +343,7 @@ cdef class Workspace:
         cdef PyObject* found = PyDict_GetItem(self._blobs, key)
         if found == NULL:
             return False
-        removed = <Blob>found
+        _removed = <Blob>found   # dies after the dict is consistent (a __del__ may run code)
         del self._blobs[key]
         _bump_epoch()
         return True
@@ -345,7 +353,7 @@ cdef class Workspace:
         cdef str key = _name(name)
         if key not in self._blobs:
             raise BlobNotFoundError(f"Blob {key} is not in the local blob list")
-        removed = self._blobs.pop(key)
+        _removed = self._blobs.pop(key)   # dies after the epoch moved, like remove_blob's
         _bump_epoch()
 
     @cython.critical_section
@@ -515,6 +523,12 @@ cdef class Workspace:
         Each name in ``names`` that is forwarded becomes a local copy of its
         parent's tensor and stops being forwarded; other names are ignored. Data
         is copied with the GIL released; buffers of earlier snapshots are reused.
+        A copy is a plain ``numpy.ndarray`` with the source array's real dtype,
+        shape and data: an ndarray subclass's Python-level attributes and numpy
+        overrides are never consulted.
+
+        If a source blob is replaced while the data is copied, the copy starts
+        over, up to 8 attempts in all.
 
         Raises
         ------
@@ -523,6 +537,14 @@ cdef class Workspace:
             (``Expected blob with tensor value <outer>``).
         BlobNotFoundError
             A forwarded parent blob no longer exists.
+        ScopeError
+            The source blobs were replaced during every one of the 8 attempts (by
+            another thread, or by code the copy set off, such as a finaliser).
+        ValueError, MemoryError
+            A source (a broadcast view, say) is larger than a tensor can be, or
+            than the memory available: as :meth:`Blob.tensor`.
+
+        Nothing changes when an error is raised.
         """
         _copy_forwarded(self, names)
 
@@ -580,16 +602,24 @@ cdef int _copy_forwarded(Workspace ws, object names) except -1:
             raise TypeError(f"names must be an iterable of blob names, "
                             f"not {type(names).__name__}") from None
         wanted = [c_check_name(n) for n in iterator]
-    while not _try_copy_forwarded(ws, list(dict.fromkeys(wanted))):
-        pass   # another thread changed a forward while we copied: copy again
-    return 0
+    wanted = list(dict.fromkeys(wanted))
+    cdef int _attempt
+    for _attempt in range(COPY_ATTEMPTS):
+        if _try_copy_forwarded(ws, wanted):
+            return 0
+        # A source changed while we copied: copy again.
+    raise ScopeError(f"copy_forwarded_tensors gave up after {COPY_ATTEMPTS} attempts: the "
+                     f"source blobs of {wanted} were replaced during every copy (by another "
+                     f"thread or a finaliser); nothing was copied")
 
 
 cdef Blob _feed(Workspace ws, str key, object value):
     if isinstance(value, Blob):
         raise TypeError("a Blob cannot hold another Blob; feed its value instead")
-    c_meta_of_value(value)   # registers the type now: if that fails, no blob was created
-    cdef Blob blob = ws.c_create_blob(key)
+    cdef Blob blob = _find(ws, key)
+    if blob is None:
+        c_meta_of_value(value)   # registers the type now: if that fails, no blob is created
+        blob = ws.c_create_blob(key)
     blob.c_set(value)
     return blob
 
@@ -682,6 +712,8 @@ cdef bint _recyclable(Blob blob):
     of it keeps its values.) References expected: the blob from the old local dict
     and the caller's variable; the array from the blob; the buffer from the blob
     and from the array's base."""
+    # A blob with a buffer holds an array the core made from it (tensor(), a snapshot),
+    # never a caller's value: Blob.set drops the buffer.
     if blob._buffer is None or not blob._is_tensor:
         return False
     cdef PyObject* value = <PyObject*>blob._value
@@ -706,7 +738,11 @@ cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
 
 
 cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
-    """One attempt of copy_forwarded_tensors; False if a forward moved while copying."""
+    """One attempt of copy_forwarded_tensors; False if a forward moved while copying.
+
+    Sources are read as C-level arrays (plain ndarray views of them): sizes, dtype
+    and data come from the array itself, never from a subclass's Python attributes.
+    Spare buffers taken for the attempt go back unless it commits."""
     cdef list plan = []
     cdef Blob source
     cdef Blob target
@@ -726,60 +762,82 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         if source is None:
             raise BlobNotFoundError(f"Blob {name} is forwarded to blob {outer}, which its "
                                     f"parent workspace no longer has")
-        if not source._is_tensor:
+        array = source._value
+        if not source._is_tensor or not PyArray_Check(array):
             raise BlobTypeError(f"Expected blob with tensor value {outer} (forwarded as {name})")
-        plan.append((name, forward, source, source._value, ws._blobs.get(name)))
+        plan.append((name, forward, source, array, ws._blobs.get(name), plain_array(array)))
     if not plan:
         return True
     # Allocate every target first (this can fail), then copy, then commit.
     targets = []
-    for name, forward, source, array, _ in plan:
-        target = c_new_blob(name)
-        if array.dtype.kind in "biufc":
-            if ws._spare_buffers:
-                buffer = ws._spare_buffers.pop(name, None)
-                if buffer is not None:
-                    target._buffer = buffer
-                    target._capacity = buffer.shape[0]
-            target.c_tensor(array.shape, array.dtype)
-        else:
-            target.c_set(np.array(array, copy=True))
-        targets.append(target)
-    n = len(plan)
-    for i in range(n):
-        array = plan[i][3]
-        target = targets[i]
-        if target._buffer is None:
-            continue   # copied above, with the GIL (object or flexible dtype)
-        if PyArray_IS_C_CONTIGUOUS(<PyArrayObject*>array):
-            dst = PyArray_DATA(<PyArrayObject*>target._value)
-            src = PyArray_DATA(<PyArrayObject*>array)
-            nbytes = PyArray_NBYTES(<PyArrayObject*>array)
-            with nogil:
-                memcpy(dst, src, nbytes)
-        else:
-            np.copyto(target._value, array)   # numpy releases the GIL for plain dtypes
-    # Commit only if nothing moved while the GIL was released.
-    for i in range(n):
-        name, forward, source, array, local = plan[i]
-        if ws._forwarded.get(name) is not forward or ws._blobs.get(name) is not local:
-            return False
-        outer = (<_Forward>forward).outer
-        if _find((<_Forward>forward).parent, outer) is not source or \
-                source._value is not array:
-            return False
-    graveyard = []   # references dropped here die after the commit, not during it
-    for i in range(n):
-        name, local = plan[i][0], plan[i][4]
-        graveyard.append(ws._forwarded.pop(name))
-        if local is None:
-            ws._blobs[name] = targets[i]
-        else:
-            # A local blob already hid the forward: it takes the copy (Caffe2 copies
-            # into the blob CreateBlob returns), keeping its identity.
-            graveyard.append(_adopt(<Blob>local, <Blob>targets[i]))
-        if ws._n_bound and name in ws._bound:
-            ws._bound_exact = False
-    _bump_epoch()
-    del graveyard
-    return True
+    taken = {}          # name -> spare buffer this attempt took
+    committed = False
+    try:
+        for name, _forward, _source, _array, _local, plain in plan:
+            target = c_new_blob(name)
+            if array_dtype(plain).kind in "biufc":
+                if ws._spare_buffers:
+                    buffer = ws._spare_buffers.pop(name, None)
+                    if buffer is not None:
+                        taken[name] = buffer
+                        target._buffer = buffer
+                        target._capacity = PyArray_NBYTES(<PyArrayObject*>buffer)
+                target.c_tensor(array_shape(plain), array_dtype(plain))
+            else:
+                target.c_set(plain.copy())   # object or flexible dtype: numpy copies
+            targets.append(target)
+        n = len(plan)
+        for i in range(n):
+            plain = plan[i][5]
+            target = targets[i]
+            if target._buffer is None:
+                continue   # copied above, with the GIL (object or flexible dtype)
+            if PyArray_NBYTES(<PyArrayObject*>target._value) != \
+                    PyArray_NBYTES(<PyArrayObject*>plain):
+                raise SystemError("copy_forwarded_tensors: snapshot and source sizes differ")
+            if PyArray_IS_C_CONTIGUOUS(<PyArrayObject*>plain):
+                dst = PyArray_DATA(<PyArrayObject*>target._value)
+                src = PyArray_DATA(<PyArrayObject*>plain)
+                nbytes = PyArray_NBYTES(<PyArrayObject*>plain)
+                with nogil:
+                    memcpy(dst, src, nbytes)
+            else:
+                _np_copyto(target._value, plain)   # numpy releases the GIL for plain dtypes
+        # Commit only if nothing moved while the GIL was released.
+        for i in range(n):
+            name, forward, source, array, local = plan[i][:5]
+            if ws._forwarded.get(name) is not forward or ws._blobs.get(name) is not local:
+                return False
+            outer = (<_Forward>forward).outer
+            if _find((<_Forward>forward).parent, outer) is not source or \
+                    source._value is not array:
+                return False
+        graveyard = []   # references dropped here die after the commit, not during it
+        for i in range(n):
+            name, local = plan[i][0], plan[i][4]
+            graveyard.append(ws._forwarded.pop(name))
+            if local is None:
+                ws._blobs[name] = targets[i]
+            else:
+                # A local blob already hid the forward: it takes the copy (Caffe2 copies
+                # into the blob CreateBlob returns), keeping its identity.
+                graveyard.append(_adopt(<Blob>local, <Blob>targets[i]))
+            if ws._n_bound and name in ws._bound:
+                ws._bound_exact = False
+        committed = True
+        _bump_epoch()
+        del graveyard
+        return True
+    finally:
+        if not committed and taken:
+            _return_spares(ws, taken)
+
+
+cdef int _return_spares(Workspace ws, dict taken) except -1:
+    """Put back the spare buffers a failed attempt took (a newer spare of the same name,
+    added meanwhile, is kept instead)."""
+    if ws._spare_buffers is None:
+        ws._spare_buffers = {}
+    for name, buffer in taken.items():
+        ws._spare_buffers.setdefault(name, buffer)
+    return 0

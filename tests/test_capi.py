@@ -84,6 +84,13 @@ CLIENT_PYX = (
         with nogil:
             c_blob_tensor_view(blob, &view)
         return <Py_ssize_t>view.data, view.itemsize, view.size
+
+
+    def dtype_code_of(Blob blob):
+        cdef TensorView view
+        with nogil:
+            c_blob_tensor_view(blob, &view)
+        return <int>view.dtype
     """
 )
 
@@ -168,6 +175,22 @@ def test_tensor_view_points_at_the_array_data(client):
     address, itemsize, size = client.view_of(blob)
     assert address == blob.get().__array_interface__["data"][0]
     assert (itemsize, size) == (8, 10)
+
+
+@pytest.mark.parametrize("real, claimed", [(np.float32, np.float64), (np.int8, np.float64),
+                                            (np.float64, np.int8)])
+def test_tensor_view_of_an_ndarray_subclass_whose_dtype_lies_gives_the_real_dtype(
+        client, real, claimed):
+    """issue 14: a C caller sizes its loops by view.dtype; it must be the array's real
+    element type, not what a subclass's Python-level dtype property claims."""
+
+    class Liar(np.ndarray):
+        dtype = np.dtype(claimed)
+
+    honest, lying = so.Blob(), so.Blob()
+    honest.set(np.zeros(4, real))
+    lying.set(np.zeros(4, real).view(Liar))
+    assert client.dtype_code_of(lying) == client.dtype_code_of(honest)
 
 
 def test_tensor_view_of_a_non_tensor_blob_raises_blob_type_error(client):

@@ -316,7 +316,18 @@ def requested_bytes(shape, dtype):
         return 0
 
 
-HUGE = 1 << 30   # a tensor request above this may fail with MemoryError
+HUGE = 1 << 30   # a tensor request above this may fail with MemoryError...
+IMPOSSIBLE = 1 << 56   # ...and one above this is refused with ValueError (Blob.tensor)
+# What tensor() documents: TypeError for a bad shape or dtype, ValueError for a bad or
+# impossible shape (never OverflowError, whatever the sizes).
+TENSOR_DOCUMENTED = (TypeError, ValueError)
+
+
+def tensor_documented(shape, dtype):
+    """The exceptions tensor(shape, dtype) may raise: MemoryError only for a request
+    too big to be sure of but still possible."""
+    size = requested_bytes(shape, dtype)
+    return TENSOR_DOCUMENTED + ((MemoryError,) if HUGE < size <= IMPOSSIBLE else ())
 
 
 def call(world, action, *args, documented=DOCUMENTED, type_spec=False):
@@ -714,9 +725,8 @@ def do_blob_action(world, action):
         assert call(world, blob.is_type, args[0], type_spec=True) in (None, True, False)
     elif kind == "tensor":
         shape, dtype = args
-        huge = requested_bytes(shape, dtype) > HUGE
         out = call(world, blob.tensor, shape, dtype, type_spec=True,
-                   documented=DOCUMENTED + ((MemoryError,) if huge else ()))
+                   documented=tensor_documented(shape, dtype))
         if out is not None:
             assert blob.get() is out and blob.meta.name == "Tensor"
             assert out.dtype == (dtype.dtype if isinstance(dtype, so.TypeMeta) else np.dtype(dtype))
@@ -746,8 +756,7 @@ def test_tensor_with_arbitrary_shape_and_dtype_is_refused_before_any_change(shap
     blob = so.Blob()
     first = blob.tensor((2, 3), "float32")
     first[...] = 7
-    huge = requested_bytes(shape, dtype) > HUGE
-    refused = (*DOCUMENTED, HostileError, NameMethodCalled) + ((MemoryError,) if huge else ())
+    refused = (*tensor_documented(shape, dtype), HostileError, NameMethodCalled)
     try:
         out = blob.tensor(shape, dtype)
     except refused:
@@ -756,9 +765,10 @@ def test_tensor_with_arbitrary_shape_and_dtype_is_refused_before_any_change(shap
     assert blob.get() is out and out.dtype.kind in "biufc"
 
 
-def test_huge_tensor_shapes_are_refused_with_value_or_overflow_error_not_memory_error():
-    for shape in [(2**62,), (2**31, 2**31, 4), (2**63,), (2**64,), 2**70]:
-        with pytest.raises((ValueError, OverflowError)):
+def test_huge_tensor_shapes_are_refused_with_value_error_not_overflow_or_memory_error():
+    for shape in [(2**62,), (2**31, 2**31, 4), (2**63,), (2**64,), 2**70, (0, 2**64),
+                  (np.uint64(2**63),), (2**31, 2**29)]:
+        with pytest.raises(ValueError, match="too large"):
             so.Blob().tensor(shape, "float64")
 
 
@@ -788,12 +798,13 @@ _fresh_classes = iter(type(f"Fuzzed{i}", (), {}) for i in range(10**6))
 def test_register_known_type_with_arbitrary_names_is_idempotent_or_refused(name, junk_class):
     cls = next(_fresh_classes)
     target = name if junk_class else cls
-    count = len(so.known_types())
+    # Compared as sets: a class the registry held weakly may be collected meanwhile.
+    before = set(so.known_types())
     try:
         meta = so.register_known_type(target, name)
     except (*DOCUMENTED, HostileError):
         if not junk_class:
-            assert len(so.known_types()) == count, "a refused registration registered"
+            assert not set(so.known_types()) - before, "a refused registration registered"
         return
     assert isinstance(target, type)
     assert so.register_known_type(target) is meta
@@ -804,12 +815,12 @@ def test_register_known_type_with_arbitrary_names_is_idempotent_or_refused(name,
 
 
 def test_register_known_type_refuses_junk_without_registering_anything():
-    count = len(so.known_types())
+    before = set(so.known_types())
     for pytype, name in [(3, None), ("int", None), (None, None), (int, 5), (int, ""),
                          (type("Fresh", (), {}), ""), (type("Fresh", (), {}), b"x")]:
         with pytest.raises((TypeError, ValueError)):
             so.register_known_type(pytype, name)
-    assert len(so.known_types()) == count
+    assert not set(so.known_types()) - before
 
 
 # -- failures in the middle of feed ---------------------------------------------------------
@@ -864,6 +875,321 @@ def test_a_value_claiming_to_be_an_ndarray_is_not_treated_as_a_tensor():
     """)
     assert proc.returncode == 0, f"crashed with {proc.returncode}: {proc.stderr[-2000:]}"
     assert "meta: Tensor" not in proc.stdout, proc.stdout
+
+
+# -- ndarray subclasses that lie, raise or mutate ----------------------------------------------
+#
+# docs/caffe2.md, "ndarray subclasses": the core reads arrays at the C level; a subclass's
+# Python-level attributes (shape, dtype, strides, nbytes, size, itemsize, ndim) and numpy
+# hooks (__array__, __array_finalize__, __array_function__, __array_ufunc__...) never run
+# inside it, and copies are plain ndarrays. Each generated subclass overrides a few of them
+# to lie, raise or mutate the workspaces when read *while the core runs* (they behave
+# normally outside, so that the checks can read the real arrays). A crash here is the
+# interpreter's, so the properties run in a subprocess (the test at the end).
+
+SUBCLASS_HOOKS = {"armed": False, "fired": [], "mutate": None}
+
+
+class hooks_armed:
+    """While active, the generated subclasses' overrides misbehave: the core is running."""
+
+    def __enter__(self):
+        SUBCLASS_HOOKS["armed"] = True
+
+    def __exit__(self, *exc):
+        SUBCLASS_HOOKS["armed"] = False
+
+
+def _misbehave(attr, behaviour):
+    """An override ran while armed: record it, then raise or mutate as drawn."""
+    SUBCLASS_HOOKS["fired"].append(attr)
+    if behaviour == "raise":
+        raise HostileError(f"{attr} of an ndarray subclass")
+    if behaviour == "mutate" and SUBCLASS_HOOKS["mutate"] is not None:
+        SUBCLASS_HOOKS["armed"] = False
+        try:
+            SUBCLASS_HOOKS["mutate"]()
+        finally:
+            SUBCLASS_HOOKS["armed"] = True
+
+
+ATTRIBUTE_LIES = {
+    "shape": [(1,), (), (10**7,), (2**62,), "junk"],
+    "dtype": [np.dtype("i1"), np.dtype("f8"), np.dtype("O"), np.dtype("S9"), np.dtype("c16"),
+              "junk"],
+    "strides": [(0,), (10**9,), (), (-8, 8)],
+    "nbytes": [0, 1, 10**12, -1, 2**70],
+    "size": [0, 1, 10**12, -1],
+    "itemsize": [0, 1, 16, -1],
+    "ndim": [0, 1, 64, -1],
+}
+METHOD_LIES = [None, 42, (), "junk"]
+HOOKED_METHODS = ["__array__", "__array_finalize__", "__array_function__", "__array_ufunc__",
+                  "__array_wrap__", "copy", "view", "astype", "tolist", "reshape", "__len__",
+                  "__getitem__"]
+
+
+def _lying_attribute(attr, behaviour, lie):
+    real = getattr(np.ndarray, attr)
+
+    def get(self):
+        if SUBCLASS_HOOKS["armed"]:
+            _misbehave(attr, behaviour)
+            if behaviour == "lie":
+                return lie
+        return real.__get__(self)
+    return property(get)
+
+
+def _lying_method(name, behaviour, lie):
+    real = getattr(np.ndarray, name)
+
+    def method(self, *args, **kwargs):
+        if SUBCLASS_HOOKS["armed"]:
+            _misbehave(name, behaviour)
+            if behaviour == "lie":
+                return lie
+        return real(self, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+def real_view(array):
+    """The array as numpy sees it at the C level (call unarmed)."""
+    return np.ndarray.view(array, np.ndarray)
+
+
+SUBCLASS_DTYPES = ["f4", "f8", "f2", "i8", "u1", "?", "c8", ">f8", "U2", "O"]
+
+
+@st.composite
+def hostile_arrays(draw, dtypes=SUBCLASS_DTYPES):
+    """An ndarray subclass instance (a class made for it) over real data of any layout."""
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    layout = draw(st.sampled_from(["c", "f", "strided", "broadcast", "0d", "empty"]))
+    shape = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple))
+    start = draw(st.integers(-3, 3))
+    if layout == "0d":
+        shape = ()
+    elif layout == "empty":
+        shape = shape[:-1] + (0,)
+    n = int(np.prod(shape, dtype=np.int64))
+    values = np.arange(start, start + max(n, 1) * (2 if layout == "strided" else 1))
+    base = values.astype(object) if dtype.kind == "O" else values.astype(dtype)
+    if layout == "strided":
+        data = base[::2][:n].reshape(shape) if n else base[:0].reshape(shape)
+    elif layout == "broadcast":
+        data = np.broadcast_to(base[:1], shape)
+    elif layout == "f":
+        data = np.asfortranarray(base[:n].reshape(shape))
+    else:
+        data = base[:n].reshape(shape).copy()
+    namespace = {}
+    for attr in draw(st.sets(st.sampled_from(list(ATTRIBUTE_LIES) + HOOKED_METHODS),
+                             max_size=5)):
+        behaviour = draw(st.sampled_from(["lie", "raise", "mutate"]))
+        if attr in ATTRIBUTE_LIES:
+            lie = draw(st.sampled_from(ATTRIBUTE_LIES[attr]))
+            namespace[attr] = _lying_attribute(attr, behaviour, lie)
+        else:
+            namespace[attr] = _lying_method(attr, behaviour, draw(st.sampled_from(METHOD_LIES)))
+    cls = type("HostileArray", (np.ndarray,), namespace)
+    return np.ndarray.view(data, cls)
+
+
+def same_contents(a, b):
+    """Equal dtype, shape and values (objects by identity)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind == "O":
+        return all(x is y for x, y in zip(a.ravel().tolist(), b.ravel().tolist(), strict=True))
+    return np.array_equal(a, b)
+
+
+class SubclassWorld:
+    """A root fed with hostile arrays, a stack, a free blob; the real contents every array
+    and snapshot must keep (a model), and the checks that nothing else changed."""
+
+    NAMES = ["a", "b", "c"]
+
+    def __init__(self, arrays):
+        self.root = so.Workspace()
+        self.stack = so.WorkspaceStack()
+        self.blob = so.Blob()
+        self.kept = []           # (array, its real contents): nothing may change them
+        self.fed = {}            # name -> the array the root must hold
+        for name, array in zip(self.NAMES, arrays, strict=False):
+            self.feed(name, array)
+
+    def remember(self, array):
+        self.kept.append((array, real_view(array).copy()))
+
+    def feed(self, name, array):
+        self.remember(array)
+        with hooks_armed():
+            self.root[name] = array
+        self.fed[name] = array
+
+    def mutate(self):
+        """What a misbehaving override does when the core runs it: change the world."""
+        self.root["a"] = np.zeros(3)
+        self.fed["a"] = self.root["a"]
+        self.root.remove_blob("c")
+        self.fed.pop("c", None)
+        self.stack.push_forward_workspace(self.root)
+
+    def check(self):
+        self.stack.check_stack()
+        assert sorted(self.root.blobs()) == sorted(self.fed)
+        for name, array in self.fed.items():
+            blob = self.root.get_blob(name)
+            assert blob.get() is array
+            real = real_view(array)
+            assert blob.meta.name == "Tensor"
+            assert blob.dtype == real.dtype and blob.shape == real.shape
+            assert blob.nbytes == real.nbytes
+            repr(blob)
+        assert self.root.nbytes == sum(real_view(a).nbytes for a in self.fed.values())
+        for array, contents in self.kept:
+            assert same_contents(real_view(array), contents), "an array's data changed"
+
+
+def core_call(world, action, *args, documented=(), may_fire=False, check=True):
+    """Run a core call with the overrides armed; no override may run, only documented
+    errors may come out, and the world stays intact (``check``: checked here)."""
+    SUBCLASS_HOOKS["fired"] = []
+    try:
+        with hooks_armed():
+            result = action(*args)
+    except documented:
+        result = None
+    except HostileError:
+        assert may_fire, f"an override ran inside the core: {SUBCLASS_HOOKS['fired']}"
+        result = None
+    if not may_fire:
+        assert not SUBCLASS_HOOKS["fired"], \
+            f"the core read {SUBCLASS_HOOKS['fired']} of an ndarray subclass"
+    if check:
+        world.check()
+    return result
+
+
+subclass_actions = st.one_of(
+    st.tuples(st.just("feed"), st.sampled_from(SubclassWorld.NAMES), hostile_arrays()),
+    st.tuples(st.just("set"), hostile_arrays()),
+    st.tuples(st.just("snapshot"), st.lists(st.sampled_from(SubclassWorld.NAMES), min_size=1,
+                                            max_size=3)),
+    st.tuples(st.just("stack_snapshot"), st.lists(st.sampled_from(SubclassWorld.NAMES),
+                                                  min_size=1, max_size=3)),
+    st.tuples(st.just("accumulate"), st.sampled_from(SubclassWorld.NAMES),
+              st.sampled_from(SubclassWorld.NAMES), st.sampled_from([1.0, 0.5, -2.0]),
+              st.booleans()),
+    st.tuples(st.just("tensor_shape"), hostile_arrays(dtypes=["i8", "u1"]),
+              st.sampled_from(["f4", "i2", "?"])),
+    st.tuples(st.just("tensor_dtype"), st.sampled_from([(2, 3), 4, ()]), hostile_arrays()),
+    st.tuples(st.just("mutator"), st.booleans()),
+)
+
+
+def check_snapshot(snapshot, source):
+    real = real_view(source)
+    assert type(snapshot) is np.ndarray, f"a snapshot of a subclass is a {type(snapshot)}"
+    assert same_contents(snapshot, real)
+    assert snapshot.flags.writeable and not np.shares_memory(snapshot, real)
+
+
+def do_subclass_action(world, action):
+    kind, *args = action
+    if kind == "feed":
+        name, array = args
+        world.remember(array)
+        world.fed[name] = array       # feeding cannot fail: the checks expect it done
+        core_call(world, world.root.__setitem__, name, array)
+    elif kind == "set":
+        world.remember(args[0])
+        core_call(world, world.blob.set, args[0])
+        assert world.blob.get() is args[0] and world.blob.dtype == real_view(args[0]).dtype
+    elif kind == "snapshot":
+        names = [n for n in args[0] if n in world.fed]
+        child = so.Workspace.from_bindings(world.root, {n: n for n in names})
+        sources = {n: world.fed[n] for n in names}
+        core_call(world, child.copy_forwarded_tensors, names, documented=(so.ScopeError,))
+        for name in names:
+            check_snapshot(child[name], sources[name])
+            world.remember(child[name])
+    elif kind == "stack_snapshot":
+        names = [n for n in args[0] if n in world.fed]
+        for _ in range(2):       # the second push reuses the workspace and its buffers
+            ws = world.stack.push_forward_workspace(world.root, {n: n for n in names})
+            core_call(world, ws.copy_forwarded_tensors, names, documented=(so.ScopeError,))
+            for name in names:
+                check_snapshot(ws[name], world.fed[name])
+            world.stack.pop_gradient_workspace(world.root)
+    elif kind == "accumulate":
+        dst_name, src_name, scale, through_blobs = args
+        if dst_name not in world.fed or src_name not in world.fed:
+            return
+        dst, src = world.fed[dst_name], world.fed[src_name]
+        before = real_view(dst).copy()
+        expected = None
+        real_dst, real_src = real_view(dst), real_view(src)
+        if real_dst.dtype == real_src.dtype and real_dst.dtype.kind == "f" \
+                and real_dst.shape == real_src.shape and real_dst.flags.writeable:
+            wide = real_dst.astype(np.float64) + scale * real_src.astype(np.float64)
+            expected = wide.astype(real_dst.dtype)
+        args = (world.root.get_blob(dst_name), world.root.get_blob(src_name)) \
+            if through_blobs else (dst, src)
+        result = core_call(world, so.accumulate, *args, scale,
+                           documented=(TypeError, ValueError), check=False)
+        if expected is None:
+            assert result is None and same_contents(real_view(dst), before)
+        else:
+            assert result is args[0]
+            np.testing.assert_allclose(real_view(dst), expected, rtol=1e-3, atol=1e-3)
+            # The model follows what the accumulation legitimately wrote.
+            world.kept = [(a, real_view(a).copy() if a is dst else c) for a, c in world.kept]
+        world.check()
+    elif kind == "tensor_shape":
+        shape_array, dtype = args
+        blob = so.Blob()
+        out = core_call(world, blob.tensor, shape_array, dtype, documented=(TypeError, ValueError))
+        if out is not None:
+            assert list(out.shape) == list(np.atleast_1d(real_view(shape_array)))
+    elif kind == "tensor_dtype":
+        # np.dtype(spec) reads a spec object's own .dtype: the caller's request, which may
+        # run its code; whatever comes out, the tensor has the dtype it says.
+        shape, spec = args
+        out = core_call(world, so.Blob().tensor, shape, spec, documented=(TypeError, ValueError),
+                        may_fire=True)
+        if out is not None:
+            assert type(out) is np.ndarray and out.dtype.kind in "biufc"
+    elif kind == "mutator":
+        SUBCLASS_HOOKS["mutate"] = world.mutate if args[0] else None
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+@settings(FUZZ, database=None)
+@given(st.lists(hostile_arrays(), min_size=3, max_size=3),
+       st.lists(subclass_actions, min_size=1, max_size=8))
+def check_hostile_ndarray_subclasses(arrays, actions):
+    """Run only in a subprocess (a failure may be a crash): see the test below."""
+    SUBCLASS_HOOKS["mutate"] = None
+    world = SubclassWorld(arrays)
+    world.check()
+    for action in actions:
+        do_subclass_action(world, action)
+
+
+def test_ndarray_subclasses_that_lie_raise_or_mutate_never_steer_the_core():
+    # The subprocess imports this file (tests/ is on its path) and runs the property.
+    proc = run_python("""
+        import test_fuzz
+        test_fuzz.check_hostile_ndarray_subclasses()
+        print("all examples passed")
+    """, timeout=900)
+    assert proc.returncode == 0 and "all examples passed" in proc.stdout, \
+        f"exit status {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
 # -- the operator layer ----------------------------------------------------------------------

@@ -47,11 +47,11 @@ cdef int _empty_pop(WorkspaceStack stack, Workspace parent) except -1 nogil:
 
 cdef double _time_pairs(push_fn push, pop_fn pop, WorkspaceStack stack, Workspace parent,
                         Py_ssize_t n) except -1.0:
-    cdef Py_ssize_t i
+    cdef Py_ssize_t _pair
     cdef double start, stop
     with nogil:
         start = _now_ns()
-        for i in range(n):
+        for _pair in range(n):
             push(stack, parent)
             pop(stack, parent)
         stop = _now_ns()
