@@ -80,14 +80,10 @@ def sum_to_shape(grad: np.ndarray, shape: tuple[int, ...], out: np.ndarray) -> N
 class NumericOperator(Operator):
     """An operator on tensors: typed inputs, dtype checks and reusable scratch buffers."""
 
-    __slots__ = ("_scratch", "_aliased_inputs")
+    __slots__ = ("_scratch",)
 
     def setup(self) -> None:
         self._scratch: dict[str, np.ndarray] = {}
-        outputs = set(self.definition.outputs)
-        # Inputs that are also outputs: a multi-step op must read them before writing.
-        self._aliased_inputs = frozenset(
-            i for i, name in enumerate(self.definition.inputs) if name in outputs)
 
     def tensor_input(self, i: int) -> np.ndarray:
         """Input ``i`` as a tensor (BlobTypeError naming the blob if it holds anything else)."""
@@ -114,6 +110,7 @@ class NumericOperator(Operator):
 
         For ops that write several outputs in turn: without the copy, writing an
         earlier output in place would corrupt an input a later output still reads.
+        "Also an output" means the same blob, however the names reach it.
         """
         values = [self._in_blobs[i].get(np.ndarray) for i in range(len(self._in_blobs))]
         for i in self._aliased_inputs:
