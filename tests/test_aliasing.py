@@ -15,8 +15,8 @@ def test_fc_gradient_with_dx_bound_to_the_blob_of_x_gives_the_right_dw():
     parent["dy"], parent["x0"], parent["w"] = dy, x, w
     parent.run_operator_once(so.create_operator("Copy", ["x0"], ["x"]))
     child = so.Workspace.from_bindings(parent, {"dy": "dy", "x": "x", "w": "w", "dx": "x"})
-    child.run_operator_once(so.create_operator("FCGradient", ["dy", "x", "w"],
-                                               ["dx", "dw", "db"]))
+    child.run_operator_once(so.create_operator("FCGradient", ["x", "w", "dy"],
+                                               ["dw", "db", "dx"]))
     np.testing.assert_allclose(child["dw"], dy.T @ x)
     np.testing.assert_allclose(child["dx"], dy @ w)
 
