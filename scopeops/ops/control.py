@@ -95,8 +95,21 @@ class DoOp(Operator):
             raise OperatorError("Not all outer names are used in blob bindings")
         self.bindings = bindings
         self.forwarded_inner = list(bindings)
+        ws = self.workspace
+        self._check_scope_blob([ws.get_blob(n) for n in inputs],
+                               [ws.get_blob(n) for n in outputs])
+
+    def _check_scope_blob(self, inputs: list[Any], outputs: list[Any]) -> None:
+        """The scope blob holds only the stack: no other input or output may reach it."""
+        scope = inputs[-1]
+        others = inputs[:-1] + outputs[:-1]
+        if scope is not None and any(blob is scope for blob in others):
+            raise OperatorError(f"Do: the scope blob {self.definition.inputs[-1]} is also bound "
+                                f"to another of its inputs or outputs; it must hold only the "
+                                f"workspace stack")
 
     def run(self) -> None:
+        self._check_scope_blob(self._in_blobs, self._out_blobs)
         stack = scope_stack(self.output_blob(-1))
         parent = self.workspace
         depth = len(stack)

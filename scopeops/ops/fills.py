@@ -311,7 +311,7 @@ class UniformFillOp(_RandomFill):
         out = self.output(0, shape, self.fill_dtype)
 
         def sample(into: np.ndarray) -> None:
-            self.rng.random(out=into)
+            self.rng.random(dtype=into.dtype, out=into)
             np.multiply(into, high - low, out=into)
             np.add(into, low, out=into)
 
@@ -336,7 +336,7 @@ class GaussianFillOp(_RandomFill):
         mean, std = self.args["mean"], self.args["std"]
 
         def sample(into: np.ndarray) -> None:
-            self.rng.standard_normal(out=into)
+            self.rng.standard_normal(dtype=into.dtype, out=into)
             np.multiply(into, std, out=into)
             np.add(into, mean, out=into)
 
@@ -363,7 +363,7 @@ class XavierFillOp(_RandomFill):
         scale = float(np.sqrt(3.0 / (out.size // shape[0])))
 
         def sample(into: np.ndarray) -> None:
-            self.rng.random(out=into)
+            self.rng.random(dtype=into.dtype, out=into)
             np.multiply(into, 2 * scale, out=into)
             np.subtract(into, scale, out=into)
 
