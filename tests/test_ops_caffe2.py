@@ -877,3 +877,22 @@ def test_fc_gradient_with_two_outputs_skips_dx():
     ws = run("FCGradient", {"x": x, "w": w, "dy": dy}, ["dw", "db"])
     np.testing.assert_allclose(ws["dw"], dy.T @ x)
     np.testing.assert_allclose(ws["db"], dy.sum(axis=0))
+
+
+@pytest.mark.parametrize("type_name,inputs,outputs,message", [
+    ("SquaredL2DistanceGradient", {"x": rand(3, 2), "y": rand(3, 2), "dd": rand(4)},
+     ["dx", "dy"], r"the output gradient \(blob dd\) has shape \(4,\), expected \(3,\)"),
+    ("FCGradient", {"x": rand(3, 4), "w": rand(2, 4), "dy": rand(3, 3)}, ["dw", "db", "dx"],
+     r"the output gradient \(blob dy\) has shape \(3, 3\), expected \(3, 2\)"),
+    ("ReluGradient", {"y": rand(3), "dy": rand(4)}, ["dx"],
+     r"the output gradient \(blob dy\) has shape \(4,\), but the output \(blob y\)"),
+    ("SumElementsGradient", {"x": rand(3), "dy": rand(2)}, ["dx"],
+     r"the output gradient \(blob dy\) must have one element"),
+    ("MulGradient", {"a": rand(3), "b": rand(3), "dc": rand(2)}, ["da", "db"],
+     r"the output gradient \(blob dc\) has shape \(2,\)"),
+    ("DivGradient", {"b": rand(3), "c": rand(3), "dc": rand(3), "a": rand(4)}, ["da", "db"],
+     r"A \(blob a, shape \(4,\)\) and B \(blob b, shape \(3,\)\) do not broadcast"),
+])
+def test_gradient_op_shape_errors_name_the_right_blobs(type_name, inputs, outputs, message):
+    with pytest.raises(so.OperatorError, match=message):
+        run(type_name, inputs, outputs)
