@@ -3,6 +3,8 @@ names forwarded to one outer blob are the same blob (docs/workspaces.md, issue 1
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import scopeops as so
 from scopeops.ops import Operator, register
@@ -267,7 +269,8 @@ def alias_pairs():
 
 def run_bound(type_name, alias=None):
     """Run the case's op in a workspace whose inner names are forwarded to a parent's blobs,
-    output ``alias[1]`` to the blob of input ``alias[0]``. Returns the outputs' values."""
+    output ``alias[1]`` to the blob of input ``alias[0]`` (``alias`` may also be a dict
+    {output: input}). Returns the outputs' values."""
     inputs, outputs, args = ALIAS_CASES[type_name]
     names = list(inputs)
     parent = so.Workspace()
@@ -286,11 +289,12 @@ def run_bound(type_name, alias=None):
         if out not in inputs:
             parent.create_blob(f"out{j}")
             bindings[out] = f"out{j}"
-    if alias is not None:
-        i, j = alias
+    if isinstance(alias, tuple):
+        alias = {alias[1]: alias[0]}
+    for j, i in (alias or {}).items():
         bindings[outputs[j]] = f"in{i}"
     child = so.Workspace.from_bindings(parent, bindings)
-    if type_name == "Iter" and alias is None:
+    if type_name == "Iter" and not alias:
         # Iter works only in place: its reference run counts in the input's own blob.
         child.run_operator_once(so.create_operator("Iter", names, names))
         return [child[names[0]].copy()]
@@ -302,16 +306,37 @@ def run_bound(type_name, alias=None):
     return results
 
 
-@pytest.mark.parametrize("type_name,i,j", [p for p in alias_pairs() if p.id != "Do-in1-out0"])
-def test_an_output_bound_to_an_inputs_blob_gives_the_unbound_result(type_name, i, j):
-    expected = run_bound(type_name)
-    got = run_bound(type_name, alias=(i, j))
+def assert_same_outputs(expected, got):
     for k, (want, have) in enumerate(zip(expected, got, strict=True)):
         if isinstance(want, np.ndarray):
             assert isinstance(have, np.ndarray) and have.dtype == want.dtype, k
             np.testing.assert_array_equal(have, want, err_msg=f"output {k}")
         else:
             assert type(have) is type(want), k
+
+
+@pytest.mark.parametrize("type_name,i,j", [p for p in alias_pairs() if p.id != "Do-in1-out0"])
+def test_an_output_bound_to_an_inputs_blob_gives_the_unbound_result(type_name, i, j):
+    assert_same_outputs(run_bound(type_name), run_bound(type_name, alias=(i, j)))
+
+
+@st.composite
+def several_aliases(draw):
+    """An op and a binding of some of its outputs, each to a different input's blob."""
+    type_name = draw(st.sampled_from(sorted(t for t in ALIAS_CASES if t != "Do")))
+    inputs, outputs, _ = ALIAS_CASES[type_name]
+    free = [j for j, out in enumerate(outputs) if out not in inputs]
+    chosen = draw(st.lists(st.sampled_from(free), unique=True, max_size=len(inputs))) \
+        if free and inputs else []
+    targets = draw(st.permutations(range(len(inputs))))[:len(chosen)] if chosen else []
+    return type_name, dict(zip(chosen, targets, strict=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(several_aliases())
+def test_several_outputs_bound_to_input_blobs_at_once_give_the_unbound_result(case):
+    type_name, alias = case
+    assert_same_outputs(run_bound(type_name), run_bound(type_name, alias=alias))
 
 
 def test_a_do_whose_scope_blob_is_bound_to_an_output_is_refused_when_built():
