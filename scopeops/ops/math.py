@@ -74,7 +74,7 @@ class CopyOp(NumericOperator):
             np.copyto(out, x)
 
 
-@register("CopyOnDeviceLike", inputs=2, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
+@register("CopyOnDeviceLike", inputs=2, outputs=1, allow_inplace=True,
           doc="Copies input 0 into the output, on the device of input 1 (Caffe2's gradient "
               "of Copy). This build runs on the CPU only, so it is a plain copy; input 1 "
               "must exist but is not read.")
@@ -82,9 +82,12 @@ class CopyOnDeviceLikeOp(CopyOp):
     __slots__ = ()
 
 
-@gradient("Copy")
 def _copy_gradient(g: Any) -> list[Any]:
     return [g.make("CopyOnDeviceLike", [g.GO(0), g.I(0)], [g.GI(0)])]
+
+
+gradient("Copy")(_copy_gradient)
+gradient("CopyOnDeviceLike")(_copy_gradient)     # Caffe2 has none; a copy's is a copy
 
 
 # -- binary elementwise arithmetic ------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeops.ops.base import NO_GRADIENT, Arg, gradient, register
+from scopeops.ops.base import Arg, gradient, register
 from scopeops.ops.numeric_base import NumericOperator
 
 __all__ = ["ConcatOp", "FlattenOp", "ResizeLikeOp", "SplitOp"]
@@ -51,7 +51,7 @@ def _flatten_gradient(g: Any) -> list[Any]:
     return [g.make("ResizeLike", [g.GO(0), g.I(0)], [g.GI(0)])]
 
 
-@register("ResizeLike", inputs=2, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
+@register("ResizeLike", inputs=2, outputs=1, allow_inplace=True,
           doc="Y = the elements of input 0 in the shape of input 1, which must hold as many "
               "elements (Flatten's gradient). Any dtype.")
 class ResizeLikeOp(NumericOperator):
@@ -100,6 +100,13 @@ def _canonical(op: NumericOperator, axis: int, ndim: int, name: str) -> int:
         raise op.shape_error(f"axis {axis} is out of range for {name} of rank "
                              f"{ndim if ndim else 0}")
     return axis % ndim
+
+
+@gradient("ResizeLike")
+def _resize_like_gradient(g: Any) -> list[Any]:
+    # Caffe2 refuses one; the elements only move, so dX is dY in X's shape (input 1 gives
+    # only a shape and gets no gradient).
+    return [g.make("ResizeLike", [g.GO(0), g.I(0)], [g.GI(0)])]
 
 
 @register("Concat", inputs=(1, None), outputs=2, allow_inplace=True,
