@@ -30,6 +30,7 @@ from scopeops.ops.numeric_base import (
     grad_dtype,
     legacy_broadcast_view,
     parse_dtype,
+    present_args,
     reduced_axes,
     sum_to_shape,
 )
@@ -53,10 +54,6 @@ def broadcast_shape(op: NumericOperator, a: np.ndarray, b: np.ndarray) -> tuple[
         raise op.shape_error(f"cannot broadcast input 0 (blob {names[0]}, shape {a.shape}) "
                              f"with input 1 (blob {names[1]}, shape {b.shape})") from None
 
-
-def _present(g: Any, *names: str) -> dict[str, Any]:
-    """The forward op's arguments among ``names`` that it sets (for its gradient ops)."""
-    return {name: g.op.args[name] for name in names if name in g.op.args}
 
 
 # -- copies -----------------------------------------------------------------------------------
@@ -287,7 +284,7 @@ def _mul_gradient(g: Any) -> list[Any]:
         # Caffe2 emits Mul(dC, B) -> dA and Mul(dC, A) -> dB; with numpy broadcasting
         # either input may be the smaller one, so both products need reducing: one op.
         return [g.make("MulGradient", [a, b, dc], [g.GI(0), g.GI(1)])]
-    axis_args = _present(g, "axis", "axis_str", "order")
+    axis_args = present_args(g, "axis", "axis_str", "order")
     pre_reduction = f"{g.GI(1)}_autogen_pre_red"
     return [g.make("Mul", [dc, b], [g.GI(0)], name="mul_grad_1st_op", broadcast=1,
                    **axis_args),
@@ -350,7 +347,7 @@ class DivGradientOp(NumericOperator):
 
 @gradient("Div")
 def _div_gradient(g: Any) -> list[Any]:
-    args = _present(g, "broadcast", "axis", "axis_str", "order")
+    args = present_args(g, "broadcast", "axis", "axis_str", "order")
     if g.op.args.get("broadcast"):
         # Caffe2's own graph; it refused broadcast Div gradients, DivGradient places B.
         return [g.make("DivGradient", [g.I(1), g.O(0), g.GO(0)], [g.GI(0), g.GI(1)], **args)]
@@ -708,7 +705,7 @@ def _weighted_sum_gradient(g: Any) -> list[Any]:
     if g.op.args.get("grad_on_w"):
         outputs += [g.GI(i) for i in range(1, n, 2)]
     return [g.make("WeightedSumGradient", [g.GO(0)] + [g.I(i) for i in range(n)], outputs,
-                   **_present(g, "grad_on_w"))]
+                   **present_args(g, "grad_on_w"))]
 
 
 @register("SumElements", inputs=1, outputs=1, allow_inplace=True,
@@ -749,7 +746,7 @@ class SumElementsGradientOp(NumericOperator):
 @gradient("SumElements")
 def _sum_elements_gradient(g: Any) -> list[Any]:
     return [g.make("SumElementsGradient", [g.I(0), g.GO(0)], [g.GI(0)],
-                   **_present(g, "average"))]
+                   **present_args(g, "average"))]
 
 
 # -- matrix product ---------------------------------------------------------------------------

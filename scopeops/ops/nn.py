@@ -17,17 +17,13 @@ import numpy as np
 from scopeops.errors import OperatorError
 from scopeops.ops.base import Arg, gradient, register
 from scopeops.ops.math import SumElementsGradientOp
-from scopeops.ops.numeric_base import NumericOperator, grad_dtype
+from scopeops.ops.numeric_base import NumericOperator, grad_dtype, present_args
 
 __all__ = [
     "AveragedLossOp", "DotProductOp", "FCOp", "LSTMUnitOp", "MakeTwoClassOp", "ReluOp",
     "SigmoidOp", "SoftmaxOp", "SoftmaxWithLossOp", "SquaredL2DistanceOp", "TanhOp",
 ]
 
-
-def _present(g: Any, *names: str) -> dict[str, Any]:
-    """The forward op's arguments among ``names`` that it sets (for its gradient ops)."""
-    return {name: g.op.args[name] for name in names if name in g.op.args}
 
 
 def _required_output_gradient(g: Any, i: int) -> str:
@@ -194,7 +190,7 @@ class SoftmaxGradientOp(NumericOperator):
 
 @gradient("Softmax")
 def _softmax_gradient(g: Any) -> list[Any]:
-    return [g.make("SoftmaxGradient", [g.O(0), g.GO(0)], [g.GI(0)], **_present(g, "axis"))]
+    return [g.make("SoftmaxGradient", [g.O(0), g.GO(0)], [g.GI(0)], **present_args(g, "axis"))]
 
 
 # -- FC ---------------------------------------------------------------------------------------
@@ -275,7 +271,7 @@ class FCGradientOp(NumericOperator):
 @gradient("FC")
 def _fc_gradient(g: Any) -> list[Any]:
     return [g.make("FCGradient", [g.I(0), g.I(1), g.GO(0)], [g.GI(1), g.GI(2), g.GI(0)],
-                   **_present(g, "axis", "axis_w"))]
+                   **present_args(g, "axis", "axis_w"))]
 
 
 # -- losses and distances ---------------------------------------------------------------------
@@ -587,7 +583,7 @@ class SoftmaxWithLossGradientOp(NumericOperator):
 def _softmax_with_loss_gradient(g: Any) -> list[Any]:
     # Caffe2 reads only the loss's gradient and ignores any gradient of P, which is wrong
     # when P is used further: that part is added here, as the softmax of X's rows.
-    args = _present(g, "scale", "label_prob", "axis", "order")
+    args = present_args(g, "scale", "label_prob", "axis", "order")
     d_loss, d_p = g.GO(1), g.GO(0)
     parts: list[Any] = []
     ops: list[Any] = []
@@ -753,4 +749,4 @@ def _lstm_unit_gradient(g: Any) -> list[Any]:
     inputs = [g.I(i) for i in range(len(g.op.inputs))]
     return [g.make("LSTMUnitGradient", inputs + [g.O(0), g.O(1), d_hidden, d_cell],
                    [g.GI(0), g.GI(1), g.GI(2)],
-                   **_present(g, "forget_bias", "sequence_lengths", "drop_states"))]
+                   **present_args(g, "forget_bias", "sequence_lengths", "drop_states"))]

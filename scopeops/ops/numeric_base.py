@@ -24,6 +24,7 @@ __all__ = [
     "legacy_broadcast_view",
     "parse_dtype",
     "parse_shape",
+    "present_args",
     "reduced_axes",
     "sum_to_shape",
 ]
@@ -130,6 +131,12 @@ class NumericOperator(Operator):
 
     def shape_error(self, message: str) -> ValueError:
         return ValueError(f"{self.definition.type}: {message}")
+
+
+def present_args(g: Any, *names: str) -> dict[str, Any]:
+    """The arguments among ``names`` that a gradient maker's forward op sets: its gradient
+    ops get those and no defaults (as Caffe2's makers copy the forward arguments)."""
+    return {name: g.op.args[name] for name in names if name in g.op.args}
 
 
 def grad_dtype(x: np.ndarray, grad: np.ndarray) -> np.dtype[Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from scopeops.ops.base import Arg, gradient, register
-from scopeops.ops.numeric_base import NumericOperator
+from scopeops.ops.numeric_base import NumericOperator, present_args
 
 __all__ = ["ConcatOp", "FlattenOp", "ResizeLikeOp", "SplitOp"]
 
@@ -158,7 +158,7 @@ class ConcatOp(NumericOperator):
 def _concat_gradient(g: Any) -> list[Any]:
     if g.GO(0) is None:
         return []
-    args = {k: g.op.args[k] for k in ("axis", "order", "add_axis") if k in g.op.args}
+    args = present_args(g, "axis", "order", "add_axis")
     return [g.make("Split", [g.GO(0), g.O(1)], [g.GI(i) for i in range(len(g.op.inputs))],
                    **args)]
 
@@ -249,7 +249,7 @@ def _split_gradient(g: Any) -> list[Any]:
             d_part = g.temp(f"{name}_zero_grad")
             ops.append(g.make("ConstantFill", [g.O(j)], [d_part], value=0.0))
         parts.append(d_part)
-    args = {k: g.op.args[k] for k in ("axis", "order", "add_axis") if k in g.op.args}
+    args = present_args(g, "axis", "order", "add_axis")
     dx = g.GI(0)
     ops.append(g.make("Concat", parts, [dx, f"_{dx}_dims"], **args))
     return ops
