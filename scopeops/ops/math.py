@@ -281,8 +281,9 @@ class MulGradientOp(NumericOperator):
 def _mul_gradient(g: Any) -> list[Any]:
     a, b, dc = g.I(0), g.I(1), g.GO(0)
     if not g.op.args.get("broadcast"):
-        # Caffe2 emits Mul(dC, B) -> dA and Mul(dC, A) -> dB; with numpy broadcasting
-        # either input may be the smaller one, so both products need reducing: one op.
+        # Caffe2 emits Mul(dC, B) -> dA and Mul(dC, A) -> dB (and reads an explicit
+        # broadcast=0 as broadcasting); with numpy broadcasting either input may be the
+        # smaller one, so both products need reducing: one fused op.
         return [g.make("MulGradient", [a, b, dc], [g.GI(0), g.GI(1)])]
     axis_args = present_args(g, "axis", "axis_str", "order")
     pre_reduction = f"{g.GI(1)}_autogen_pre_red"
