@@ -54,12 +54,34 @@ def plain_arg(value: Any) -> Any:
     return value
 
 
-def _arg_to_dict(value: Any) -> Any:
+# The definitions being serialised, outermost first, with how each reaches the next; a
+# definition met again on this path contains itself, which a dict tree cannot hold.
+_Path = tuple[tuple[Any, str], ...]
+
+
+def _enter(path: _Path, definition: Any, label: str) -> _Path:
+    for k, (seen, _) in enumerate(path):
+        if seen is definition:
+            cycle = " -> ".join(text for _, text in path[k:]) + f" -> {label}"
+            raise ValueError(f"cannot convert a definition that contains itself to a dict: "
+                             f"{cycle}")
+    return path + ((definition, label),)
+
+
+def _arg_to_dict(value: Any, path: _Path, where: str) -> Any:
     if isinstance(value, NetDef):
-        return {"__netdef__": value.to_dict()}
+        return {"__netdef__": value._to_dict(path, where)}
     if isinstance(value, list):
-        return [_arg_to_dict(v) for v in value]
+        return [_arg_to_dict(v, path, f"{where}[{k}]") for k, v in enumerate(value)]
     return value
+
+
+def _arg_text(value: Any) -> str:
+    if isinstance(value, NetDef):
+        return f"<net {value.name}>"
+    if isinstance(value, list):
+        return f"[{', '.join(_arg_text(v) for v in value)}]"
+    return repr(value)
 
 
 def _arg_from_dict(value: Any) -> Any:
@@ -122,12 +144,20 @@ class OperatorDef:
         self.is_gradient_op = bool(self.is_gradient_op)
 
     def copy(self) -> "OperatorDef":
+        """A deep copy (a definition that contains itself is copied with its cycle)."""
         return copy.deepcopy(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data; ValueError naming the cycle if the op contains itself (through a
+        NetDef argument)."""
+        return self._to_dict((), f"op {self.type}")
+
+    def _to_dict(self, path: _Path, label: str) -> dict[str, Any]:
+        path = _enter(path, self, label)
         d: dict[str, Any] = {"type": self.type, "inputs": list(self.inputs),
                              "outputs": list(self.outputs), "name": self.name,
-                             "args": {k: _arg_to_dict(v) for k, v in self.args.items()},
+                             "args": {k: _arg_to_dict(v, path, f"argument {k!r}")
+                                      for k, v in self.args.items()},
                              "is_gradient_op": self.is_gradient_op}
         if self.device_option is not None:
             d["device_option"] = self.device_option.to_dict() \
@@ -156,8 +186,7 @@ class OperatorDef:
                    is_gradient_op=d.get("is_gradient_op", False), device_option=device)
 
     def __str__(self) -> str:
-        args = ", ".join(f"{k}={'<net ' + v.name + '>' if isinstance(v, NetDef) else v!r}"
-                         for k, v in self.args.items())
+        args = ", ".join(f"{k}={_arg_text(v)}" for k, v in self.args.items())
         label = f" '{self.name}'" if self.name else ""
         grad = " [gradient]" if self.is_gradient_op else ""
         return (f"{self.type}{label}({', '.join(self.inputs)}) -> ({', '.join(self.outputs)})"
@@ -182,10 +211,19 @@ class NetDef:
         self.external_outputs = blob_names(self.external_outputs, "external_outputs")
 
     def copy(self) -> "NetDef":
+        """A deep copy (a net that contains itself is copied with its cycle)."""
         return copy.deepcopy(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ops": [op.to_dict() for op in self.ops],
+        """Plain data; ValueError naming the cycle if the net contains itself (an op
+        argument holding it, directly or through nested nets)."""
+        return self._to_dict((), "")
+
+    def _to_dict(self, path: _Path, where: str) -> dict[str, Any]:
+        label = f"{where} net {self.name or '<unnamed>'!r}".lstrip()
+        path = _enter(path, self, label)
+        return {"name": self.name,
+                "ops": [op._to_dict(path, f"op #{k} ({op.type})") for k, op in enumerate(self.ops)],
                 "external_inputs": list(self.external_inputs),
                 "external_outputs": list(self.external_outputs)}
 

@@ -144,6 +144,48 @@ def test_net_def_dict_round_trip_with_nested_do():
     assert [op.type for op in back.ops] == ["CreateScope", "Do"]
 
 
+def self_containing_net():
+    """outer -> Do's net 'inner' -> If's else_net outer: a NetDef that contains itself."""
+    outer = so.NetDef("outer", [so.OperatorDef("Do", ["x"], ["y"])])
+    inner = so.NetDef("inner", [so.OperatorDef("If", ["c"], [])])
+    outer.ops[0].args["net"] = inner         # args are mutable plain data: cycles can be made
+    inner.ops[0].args["else_net"] = outer
+    return outer
+
+
+def test_to_dict_of_a_net_that_contains_itself_names_the_cycle():
+    with pytest.raises(ValueError, match=r"contains itself to a dict: net 'outer' -> op #0 \(Do\) "
+                                         r"-> argument 'net' net 'inner' -> op #0 \(If\) -> "
+                                         r"argument 'else_net' net 'outer'"):
+        self_containing_net().to_dict()
+
+
+def test_to_dict_of_an_op_in_a_cycle_through_a_list_argument_names_it():
+    op = so.OperatorDef("Do", ["x"], ["y"])
+    op.args["nets"] = [so.NetDef("a"), so.NetDef("b", [op])]
+    with pytest.raises(ValueError, match=r"op Do -> argument 'nets'\[1\] net 'b' -> op #0 \(Do\)$"):
+        op.to_dict()
+
+
+def test_one_net_used_twice_without_a_cycle_still_converts():
+    shared = so.NetDef("shared", [so.OperatorDef("Copy", ["a"], ["b"])])
+    net = so.NetDef("twice", [so.OperatorDef("If", ["c"], [])])
+    net.ops[0].args.update(then_net=shared, else_net=shared)
+    d = net.to_dict()
+    assert d["ops"][0]["args"]["then_net"] == d["ops"][0]["args"]["else_net"]
+
+
+def test_copy_and_str_of_a_net_that_contains_itself():
+    outer = self_containing_net()
+    dup = outer.copy()
+    assert dup is not outer
+    assert dup.ops[0].args["net"].ops[0].args["else_net"] is dup      # the cycle, copied
+    text = str(outer)
+    assert "Do(x) -> (y) {net=<net inner>}" in text
+    op = so.OperatorDef("Do", ["x"], ["y"], args={"nets": [so.NetDef("a")]})
+    assert str(op) == "Do(x) -> (y) {nets=[<net a>]}"
+
+
 def test_net_def_copy_is_deep():
     net = so.Net("n")
     net.Copy(["a"], ["b"])

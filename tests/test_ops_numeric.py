@@ -527,21 +527,27 @@ def test_squared_l2_distance_in_place_over_a_vector_input_matches_out_of_place()
 
 # Gradient ops whose outputs reuse their input blobs, against a run with fresh outputs.
 GRADIENT_OPS_IN_PLACE = {
-    "MulGradient": ({"dz": (3, 4), "a": (3, 4), "b": (4,)}, ["dz", "a"], {}),
-    "DivGradient": ({"dz": (3, 4), "a": (3, 4), "b": (3, 4)}, ["b", "dz"], {}),
+    "MulGradient": ({"a": (3, 4), "b": (4,), "dz": (3, 4)}, ["dz", "a"], {}),
+    "DivGradient": ({"b": (3, 4), "c": (3, 4), "dz": (3, 4), "a": (3, 4)}, ["b", "dz"], {}),
     "AddGradient": ({"dz": (3, 4), "a": (3, 4), "b": (3, 1)}, ["dz", "b"], {}),
     "SubGradient": ({"dz": (3, 4), "a": (3, 4), "b": (3, 4)}, ["a", "dz"], {}),
-    "FCGradient": ({"dy": (3, 3), "x": (3, 3), "w": (3, 3)}, ["dy", "x", "w"], {}),
-    "SquaredL2DistanceGradient": ({"dd": (3,), "x": (3, 2), "y": (3, 2)}, ["y", "x"], {}),
-    "WeightedSumGradient": ({"dy": (3,), "x0": (3,), "w0": (1,)}, ["dy", "x0"], {}),
-    "ReluGradient": ({"dy": (3, 4), "y": (3, 4)}, ["y"], {}),
-    "SigmoidGradient": ({"dy": (3, 4), "y": (3, 4)}, ["y"], {}),
-    "TanhGradient": ({"dy": (3, 4), "y": (3, 4)}, ["dy"], {}),
-    "SoftmaxGradient": ({"dy": (3, 4), "y": (3, 4)}, ["y"], {}),
-    "AbsGradient": ({"dy": (3, 4), "x": (3, 4)}, ["x"], {}),
-    "PowGradient": ({"dy": (3, 4), "x": (3, 4)}, ["x"], {"exponent": 3.0}),
-    "SumElementsGradient": ({"dy": (), "x": (3, 4)}, ["dy"], {"average": True}),
-    "CastGradient": ({"dy": (3, 4), "x": (3, 4)}, ["dy"], {}),
+    "FCGradient": ({"x": (3, 3), "w": (3, 3), "dy": (3, 3)}, ["dy", "x", "w"], {}),
+    "SquaredL2DistanceGradient": ({"x": (3, 2), "y": (3, 2), "dd": (3,)}, ["y", "x"], {}),
+    "DotProductGradient": ({"x": (3, 2), "y": (3, 2), "dd": (3,)}, ["y", "x"], {}),
+    "WeightedSumGradient": ({"dy": (3,), "x0": (3,), "w0": (1,)}, ["dy", "x0"],
+                            {"grad_on_w": True}),
+    "ReluGradient": ({"y": (3, 4), "dy": (3, 4)}, ["y"], {}),
+    "SigmoidGradient": ({"y": (3, 4), "dy": (3, 4)}, ["y"], {}),
+    "TanhGradient": ({"y": (3, 4), "dy": (3, 4)}, ["dy"], {}),
+    "SoftmaxGradient": ({"y": (3, 4), "dy": (3, 4)}, ["y"], {}),
+    "AbsGradient": ({"x": (3, 4), "dy": (3, 4)}, ["x"], {}),
+    "CosGradient": ({"x": (3, 4), "dy": (3, 4)}, ["x"], {}),
+    "SinGradient": ({"x": (3, 4), "dy": (3, 4)}, ["dy"], {}),
+    "SumElementsGradient": ({"x": (3, 4), "dy": ()}, ["dy"], {"average": True}),
+    "AveragedLossGradient": ({"x": (3, 4), "dy": ()}, ["x"], {}),
+    "CastGradient": ({"x": (3, 4), "dy": (3, 4)}, ["dy"], {}),
+    "SumReduceLike": ({"a": (3, 4), "b": (4,)}, ["a"], {}),
+    "MakeTwoClassGradient": ({"dy": (3, 2)}, ["dy"], {}),
 }
 
 
@@ -652,6 +658,36 @@ def grad_case(type_name, inputs, outputs=("out",), **args):
     return so.create_operator(type_name, list(inputs), list(outputs), **args), inputs
 
 
+def softmax_with_loss_net():
+    """The loss plus sum(P^2): both of SoftmaxWithLoss's outputs carry a gradient."""
+    net = so.Net("softmax_with_loss_twice")
+    net.SoftmaxWithLoss(["x", "t"], ["p", "loss"])
+    net.Sqr("p", "p2")
+    net.SumElements("p2", "p2_sum")
+    net.Add(["p2_sum", "loss"], "total")
+    return net
+
+
+def lstm_unit_net(**args):
+    """An LSTMUnit whose hidden and cell states both feed the output ``hc``."""
+    net = so.Net("lstm_unit")
+    inputs = ["h", "c", "g", "lengths", "t"] if args.get("sequence_lengths", 1) else \
+        ["h", "c", "g", "t"]
+    net.LSTMUnit(inputs, ["hidden", "cell"], **args)
+    net.Mul(["hidden", "cell"], "hc")
+    return net
+
+
+def lstm_unit_inputs(timestep=1, lengths=True):
+    n, d = 3, 2
+    inputs = {"h": rand(1, n, d, seed=1), "c": rand(1, n, d, seed=2),
+              "g": rand(1, n, 4 * d, low=-2, high=2, seed=3),
+              "t": np.array([timestep], np.int32)}
+    if lengths:
+        inputs["lengths"] = np.array([3, 2, 1], np.int32)
+    return inputs
+
+
 def binary_cases():
     for type_name, _ in BINARY:
         for label, (sa, sb) in BROADCASTS.items():
@@ -698,31 +734,115 @@ GRADIENT_CASES.update({
                                                          "y": rand(3, 4, seed=2)}),
     "SquaredL2Distance-3d": grad_case("SquaredL2Distance", {"x": rand(2, 2, 3, seed=1),
                                                             "y": rand(2, 2, 3, seed=2)}),
-    "WeightedSum": grad_case("WeightedSum", {"x0": rand(2, 3, seed=1), "w0": rand(1, seed=2),
-                                             "x1": rand(2, 3, seed=3), "w1": rand(1, seed=4)}),
+    "WeightedSum-grad_on_w": grad_case("WeightedSum", {"x0": rand(2, 3, seed=1),
+                                                       "w0": rand(1, seed=2),
+                                                       "x1": rand(2, 3, seed=3),
+                                                       "w1": rand(1, seed=4)}, grad_on_w=True),
     "Copy": grad_case("Copy", {"x": rand(3, 4)}),
     "Cast": grad_case("Cast", {"x": rand(3, 4)}, to="float32"),
     "Cast-from_type": grad_case("Cast", {"x": rand(3, 4)}, to="float32", from_type="float64"),
+    "Negative": grad_case("Negative", {"x": rand(3, 4)}),
+    "CopyOnDeviceLike": (so.create_operator("CopyOnDeviceLike", ["x", "like"], ["out"]),
+                         {"x": rand(3, 4), "like": rand(2)}, {"wrt": ["x"]}),
+    "ResizeLike": (so.create_operator("ResizeLike", ["x", "like"], ["out"]),
+                   {"x": rand(6), "like": rand(2, 3, seed=1)}, {"wrt": ["x"]}),
+    "Cos": grad_case("Cos", {"x": rand(2, 3, 4, low=-3, high=3)}),
+    "Sin": grad_case("Sin", {"x": rand(2, 3, 4, low=-3, high=3)}),
+    "DotProduct": grad_case("DotProduct", {"x": rand(3, 4, seed=1), "y": rand(3, 4, seed=2)}),
+    "DotProduct-3d": grad_case("DotProduct", {"x": rand(2, 3, 2, seed=1),
+                                              "y": rand(2, 3, 2, seed=2)}),
+    "MakeTwoClass": grad_case("MakeTwoClass", {"x": rand(2, 5, low=0.01, high=0.99)}),
+    "MakeTwoClass-1d": grad_case("MakeTwoClass", {"x": rand(7, low=0.01, high=0.99)}),
+    "Flatten": grad_case("Flatten", {"x": rand(2, 3, 4, 5)}),
+    "Flatten-axis2": grad_case("Flatten", {"x": rand(2, 3, 4)}, axis=2),
+    "Concat-axis1": (so.create_operator("Concat", ["a", "b", "c"], ["y", "y_dims"], axis=1),
+                     {"a": rand(2, 1, 3, seed=1), "b": rand(2, 4, 3, seed=2),
+                      "c": rand(2, 2, 3, seed=3)}),
+    "Concat-NHWC": (so.create_operator("Concat", ["a", "b"], ["y", "y_dims"], order="NHWC"),
+                    {"a": rand(2, 3, 3, 2, seed=1), "b": rand(2, 3, 3, 3, seed=2)}),
+    "Concat-add_axis": (so.create_operator("Concat", ["a", "b"], ["y", "y_dims"], axis=-1,
+                                           add_axis=1),
+                        {"a": rand(2, 3, seed=1), "b": rand(2, 3, seed=2)}),
+    "Split-one_output_used": (so.create_operator("Split", ["x"], ["y0", "y1", "y2"], axis=1),
+                              {"x": rand(2, 6)}),
+    "Split-sizes": (so.create_operator("Split", ["x"], ["y0", "y1"], axis=0, split=[1, 3]),
+                    {"x": rand(4, 2)}),
+    "Mul-broadcast_axis": grad_case("Mul", {"a": away_from_zero(2, 3, 4, seed=1),
+                                            "b": away_from_zero(3, seed=2)},
+                                    broadcast=1, axis=1),
+    "Mul-broadcast_suffix": grad_case("Mul", {"a": away_from_zero(2, 3, 4, seed=1),
+                                              "b": away_from_zero(3, 4, seed=2)}, broadcast=1),
+    "Mul-broadcast_scalar": grad_case("Mul", {"a": away_from_zero(2, 3, seed=1),
+                                              "b": away_from_zero(1, seed=2)}, broadcast=1),
+    "Div-broadcast_axis": grad_case("Div", {"a": away_from_zero(3, 3, seed=1),
+                                            "b": away_from_zero(3, seed=2)},
+                                    broadcast=1, axis=0),
+    "Div-broadcast_axis_str": grad_case("Div", {"a": away_from_zero(2, 3, 2, 2, seed=1),
+                                                "b": away_from_zero(3, seed=2)},
+                                        broadcast=1, axis_str="C", order="NCHW"),
+    "MatMul-axes": grad_case("MatMul", {"a": rand(2, 3, 2, seed=1), "b": rand(6, 2, seed=2)},
+                             axis_a=1),
+    "MatMul-axis_b": grad_case("MatMul", {"a": rand(3, 4, seed=1), "b": rand(2, 2, 5, seed=2)},
+                               axis_b=2),
+    "FC-axis0": grad_case("FC", {"x": rand(3, seed=1), "w": rand(4, 3, seed=2),
+                                 "b": rand(4, seed=3)}, axis=0),
+    "FC-3d": grad_case("FC", {"x": rand(2, 3, 2, seed=1), "w": rand(4, 6, seed=2),
+                              "b": rand(4, seed=3)}),
+    "SoftmaxWithLoss-loss": (so.create_operator("SoftmaxWithLoss", ["x", "t"], ["p", "loss"]),
+                             {"x": rand(4, 3, low=-2, high=2), "t": np.array([0, 2, 1, 2],
+                                                                             np.int32)},
+                             {"loss": "loss"}),
+    "SoftmaxWithLoss-weighted_scaled": (
+        so.create_operator("SoftmaxWithLoss", ["x", "t", "w"], ["p", "loss"], scale=0.5),
+        {"x": rand(4, 3, low=-2, high=2), "t": np.array([0, 2, 1, 2], np.int32),
+         "w": rand(4, low=0.5, high=2.0, seed=3)}, {"loss": "loss", "wrt": ["x"]}),
+    "SoftmaxWithLoss-label_prob": (
+        so.create_operator("SoftmaxWithLoss", ["x", "t"], ["p", "loss"], label_prob=1),
+        {"x": rand(3, 4, low=-2, high=2),
+         "t": np.array([[0.1, 0.2, 0.3, 0.4], [1.0, 0.0, 0.0, 0.0], [0.25] * 4])},
+        {"loss": "loss", "wrt": ["x"]}),
+    "SoftmaxWithLoss-axis2_probabilities_used": (
+        so.create_operator("SoftmaxWithLoss", ["x", "t"], ["p", "loss"], axis=1),
+        {"x": rand(2, 2, 3, low=-2, high=2), "t": np.array([5, 1], np.int32)},
+        {"output": "p"}),
+    "SoftmaxWithLoss-both_outputs_used": (softmax_with_loss_net(),
+                                          {"x": rand(3, 4, low=-2, high=2),
+                                           "t": np.array([3, 0, 1], np.int32)},
+                                          {"loss": "total"}),
+    "LSTMUnit": (lstm_unit_net(), lstm_unit_inputs(), {"output": "hc", "rtol": 2e-2}),
+    "LSTMUnit-ended_rows_carry": (lstm_unit_net(), lstm_unit_inputs(timestep=2),
+                                  {"output": "hc"}),
+    "LSTMUnit-drop_states": (lstm_unit_net(drop_states=1), lstm_unit_inputs(timestep=2),
+                             {"output": "hc"}),
+    "LSTMUnit-no_lengths": (lstm_unit_net(sequence_lengths=0, forget_bias=0.5),
+                            lstm_unit_inputs(lengths=False), {"output": "hc"}),
 })
 
 
 @pytest.mark.parametrize("case", list(GRADIENT_CASES))
 def test_gradient_matches_finite_differences(case):
-    op, inputs = GRADIENT_CASES[case]
-    result = gradient_check(op, inputs)
-    assert set(result.blobs) == {name for name in inputs}
+    op, inputs, *options = GRADIENT_CASES[case]
+    check = options[0] if options else {}
+    result = gradient_check(op, inputs, **check)
+    floats = [name for name, value in inputs.items() if np.asarray(value).dtype.kind == "f"]
+    assert set(result.blobs) == set(check.get("wrt", floats))
 
 
 def differentiable_numeric_types():
-    modules = (scopeops.ops.math.__name__, scopeops.ops.nn.__name__)
+    modules = {f"scopeops.ops.{m}" for m in ("math", "nn", "fills", "tensor_ops", "learning",
+                                             "utility")}
     return {name for name in so.ops.registered_operators()
             if so.ops.schema(name).cls.__module__ in modules
             and callable(so.ops.schema(name).gradient)}
 
 
 def test_every_differentiable_numeric_op_has_a_gradient_case():
-    checked = {op.type for op, _ in GRADIENT_CASES.values()}
-    assert differentiable_numeric_types() - checked == set()
+    checked = set()
+    for op, *_ in GRADIENT_CASES.values():
+        ops = [op] if isinstance(op, so.OperatorDef) else op.netdef.ops
+        checked |= {o.type for o in ops}
+    # ZeroGradient has no output to differentiate: its maker is checked directly below.
+    assert differentiable_numeric_types() - checked == {"ZeroGradient"}
 
 
 @pytest.mark.parametrize("type_name", ["LT", "LE", "GT", "GE", "EQ", "Not", "And", "Or",
@@ -806,7 +926,9 @@ class _CubeWithRightGradient(Operator):
 
 @gradient("TestOnlyNumeric_Cube")
 def _cube_gradient(g):
-    return [g.make("PowGradient", [g.GO(0), g.I(0)], [g.GI(0)], exponent=3)]
+    dx = g.GI(0)
+    return [g.make("Sqr", [g.I(0)], [dx]), g.make("Mul", [dx, g.GO(0)], [dx]),
+            g.make("Scale", [dx], [dx], scale=3.0)]
 
 
 @register("TestOnlyNumeric_Forbidden", inputs=1, outputs=1,

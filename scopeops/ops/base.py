@@ -84,14 +84,41 @@ class Schema:
     min_outputs: int = 0
     max_outputs: int = UNBOUNDED
     allow_inplace: bool | frozenset[tuple[int, int]] = True
+    enforce_inplace: frozenset[tuple[int, int]] = frozenset()
     args: dict[str, Arg] = field(default_factory=dict)
     doc: str = ""
     gradient: Callable[..., Any] | _GradientPolicy | None = None
 
     def inplace_allowed(self, input_index: int, output_index: int) -> bool:
+        if (input_index, output_index) in self.enforce_inplace:
+            return True
         if isinstance(self.allow_inplace, bool):
             return self.allow_inplace
         return (input_index, output_index) in self.allow_inplace
+
+    def aliasing_error(self, inputs: list[str], outputs: list[str], input_blobs: list[Any],
+                       output_blobs: list[Any]) -> str | None:
+        """What is wrong with how the resolved blobs alias, or None.
+
+        ``input_blobs``/``output_blobs`` are the blobs the names resolve to (None for
+        an output that does not exist yet): a pair the in-place rule forbids must not
+        be one blob, and an enforced pair must be, whatever names reach it.
+        """
+        for j, out_blob in enumerate(output_blobs):
+            if out_blob is None:
+                continue
+            for i, in_blob in enumerate(input_blobs):
+                if in_blob is out_blob and not self.inplace_allowed(i, j):
+                    same = (f"blob {inputs[i]}" if inputs[i] == outputs[j] else
+                            f"names {inputs[i]} and {outputs[j]} reach one blob")
+                    return (f"{self.type} does not allow input {i} and output {j} to be the "
+                            f"same blob ({same})")
+        for i, j in sorted(self.enforce_inplace):
+            if i < len(input_blobs) and j < len(output_blobs) \
+                    and input_blobs[i] is not output_blobs[j]:
+                return (f"{self.type} works in place: output {j} ({outputs[j]}) must be the "
+                        f"same blob as input {i} ({inputs[i]})")
+        return None
 
     def _count_text(self, lo: int, hi: int) -> str:
         if lo == hi:
@@ -114,7 +141,7 @@ class Schema:
             for j, out in enumerate(outputs):
                 if name == out and not self.inplace_allowed(i, j):
                     raise ValueError(f"{self.type} does not allow input {i} and output {j} "
-                                     f"to be the same blob ({name})")
+                                     f"to be the same blob (blob {name})")
         for name, value in args.items():
             spec = self.args.get(name)
             if spec is None:
@@ -146,6 +173,7 @@ def _counts(value: int | tuple[int, int | None]) -> tuple[int, int]:
 def register(type_name: str, *, inputs: int | tuple[int, int | None] = (0, None),
              outputs: int | tuple[int, int | None] = (0, None),
              allow_inplace: bool | set[tuple[int, int]] = True,
+             enforce_inplace: set[tuple[int, int]] | None = None,
              args: dict[str, Arg] | None = None, doc: str | None = None,
              gradient: Callable[..., Any] | _GradientPolicy | None = None,
              ) -> Callable[[type], type]:
@@ -153,7 +181,10 @@ def register(type_name: str, *, inputs: int | tuple[int, int | None] = (0, None)
 
     ``inputs``/``outputs`` are an exact count or ``(min, max)`` with ``None`` for
     no maximum; ``allow_inplace`` is True, False or a set of ``(input, output)``
-    index pairs that may name the same blob; ``args`` maps argument names to
+    index pairs that may be the same blob; ``enforce_inplace`` the pairs that must
+    be (Caffe2's ``EnforceInplace``, e.g. Iter's counter). Both rules apply to the
+    blobs the names resolve to, so two names forwarded to one blob count as the
+    same blob; ``args`` maps argument names to
     :class:`Arg`; ``doc`` defaults to the class docstring; ``gradient`` is a
     gradient maker or a policy (it can also be attached later with
     :func:`gradient`).
@@ -172,6 +203,7 @@ def register(type_name: str, *, inputs: int | tuple[int, int | None] = (0, None)
             min_outputs=min_out, max_outputs=max_out,
             allow_inplace=allow_inplace if isinstance(allow_inplace, bool)
             else frozenset(allow_inplace),
+            enforce_inplace=frozenset(enforce_inplace or ()),
             args=dict(args or {}), doc=(doc if doc is not None else (cls.__doc__ or "")).strip(),
             gradient=gradient if gradient is not None else
             (previous.gradient if previous is not None else None),
@@ -219,9 +251,17 @@ class Operator:
 
     Building checks the schema and arguments, that every input exists
     (``Encountered a non-existing input blob: <name>``), runs the subclass's
-    :meth:`validate`, and only then creates the outputs. Blobs are resolved
+    :meth:`validate`, checks the schema's in-place rules against the blobs the
+    names resolve to, and only then creates the outputs. Blobs are resolved
     once and cached; the cache is dropped whenever the workspace structure
     changes, so an operator never touches a blob that has been removed.
+
+    In place means one blob, however it is reached: an input and an output
+    whose names differ but are forwarded to the same blob are in place, exactly
+    as when they share a name. Which inputs are also outputs is worked out from
+    the resolved blobs each time they are resolved, and an op whose schema
+    forbids that pairing refuses to be built (or, if a later re-binding makes
+    the blobs meet, to run) rather than silently copying its input.
 
     Subclasses implement :meth:`run`, reading :meth:`input` and writing through
     :meth:`output`.
@@ -229,7 +269,7 @@ class Operator:
 
     type_name = "Operator"
     __slots__ = ("definition", "workspace", "args", "_in_blobs", "_out_blobs", "_epoch",
-                 "_inplace")
+                 "_inplace", "_aliased_inputs")
 
     def __init__(self, definition: OperatorDef, workspace: Any) -> None:
         spec = lookup(definition.type)
@@ -243,9 +283,16 @@ class Operator:
                 raise BlobNotFoundError(
                     f"op {definition.type}: Encountered a non-existing input blob: {name}")
         self.validate()
+        problem = spec.aliasing_error(
+            definition.inputs, definition.outputs,
+            [workspace.get_blob(name) for name in definition.inputs],
+            [workspace.get_blob(name) for name in definition.outputs])
+        if problem is not None:
+            raise ValueError(problem)
         for name in definition.outputs:
             workspace.create_blob(name)
-        self._inplace = bool(set(definition.inputs) & set(definition.outputs))
+        self._inplace = False
+        self._aliased_inputs: frozenset[int] = frozenset()
         self._epoch = -1
         self._in_blobs: list[Any] = []
         self._out_blobs: list[Any] = []
@@ -274,8 +321,17 @@ class Operator:
                 raise BlobNotFoundError(
                     f"op {self.definition.type}: input blob {name} is no longer in the workspace")
             inputs.append(blob)
+        outputs = [ws.create_blob(name) for name in self.definition.outputs]
+        problem = lookup(self.definition.type).aliasing_error(
+            self.definition.inputs, self.definition.outputs, inputs, outputs)
+        if problem is not None:
+            raise OperatorError(problem)
         self._in_blobs = inputs
-        self._out_blobs = [ws.create_blob(name) for name in self.definition.outputs]
+        self._out_blobs = outputs
+        # In place is decided by blob identity: two names forwarded to one blob alias.
+        self._aliased_inputs = frozenset(
+            i for i, blob in enumerate(inputs) if any(blob is out for out in outputs))
+        self._inplace = bool(self._aliased_inputs)
         self._epoch = structure_epoch()
 
     def prepare(self) -> None:

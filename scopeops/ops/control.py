@@ -37,8 +37,10 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
                                        "(both without the scope blob)"),
                 "saved_fwd_blobs": Arg(list, [], doc="informational: forward blobs the "
                                        "backward pass reads"),
-                "reuse_workspace": Arg(bool, False),
-                "copy_external_blobs": Arg(bool, False)},
+                "reuse_workspace": Arg(bool, False, doc="run in the workspace the last "
+                                       "forward Do pushed instead of pushing a new one"),
+                "copy_external_blobs": Arg(bool, False, doc="after the sub-net runs, turn "
+                                           "the bound blobs into local snapshots")},
           doc="Runs a sub-net in a child workspace pushed on the scope blob's stack "
               "(the last input and output), with inner names bound to outer blobs.")
 class DoOp(Operator):
@@ -95,8 +97,21 @@ class DoOp(Operator):
             raise OperatorError("Not all outer names are used in blob bindings")
         self.bindings = bindings
         self.forwarded_inner = list(bindings)
+        ws = self.workspace
+        self._check_scope_blob([ws.get_blob(n) for n in inputs],
+                               [ws.get_blob(n) for n in outputs])
+
+    def _check_scope_blob(self, inputs: list[Any], outputs: list[Any]) -> None:
+        """The scope blob holds only the stack: no other input or output may reach it."""
+        scope = inputs[-1]
+        others = inputs[:-1] + outputs[:-1]
+        if scope is not None and any(blob is scope for blob in others):
+            raise OperatorError(f"Do: the scope blob {self.definition.inputs[-1]} is also bound "
+                                f"to another of its inputs or outputs; it must hold only the "
+                                f"workspace stack")
 
     def run(self) -> None:
+        self._check_scope_blob(self._in_blobs, self._out_blobs)
         stack = scope_stack(self.output_blob(-1))
         parent = self.workspace
         depth = len(stack)
@@ -151,7 +166,8 @@ def _condition(op: Operator, blob: Any, what: str) -> bool:
 
 
 @register("If", inputs=(1, None), outputs=(0, None),
-          args={"then_net": Arg(NetDef, None), "else_net": Arg(NetDef, None)},
+          args={"then_net": Arg(NetDef, None, doc="the net run when the condition is true"),
+                "else_net": Arg(NetDef, None, doc="the net run when it is false (optional)")},
           doc="Runs then_net or else_net in the same workspace, by a one-element bool "
               "tensor (input 0).")
 class IfOp(Operator):
@@ -175,7 +191,9 @@ class IfOp(Operator):
 
 
 @register("While", inputs=(1, None), outputs=(0, None),
-          args={"loop_net": Arg(NetDef, None), "cond_net": Arg(NetDef, None)},
+          args={"loop_net": Arg(NetDef, None, doc="the loop body"),
+                "cond_net": Arg(NetDef, None, doc="run before each check of the condition "
+                                                  "(optional)")},
           doc="Runs loop_net while the one-element bool tensor in input 0 is true, "
               "running cond_net (if any) before each check.")
 class WhileOp(Operator):

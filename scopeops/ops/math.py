@@ -1,14 +1,19 @@
-"""Fills, copies, elementwise arithmetic, reductions, MatMul, comparisons, logic and Cast.
+"""Copies, elementwise arithmetic, reductions, MatMul, comparisons, logic and Cast.
 
 Every operator writes its outputs into the output blobs' reused buffers
 (:meth:`Operator.output` plus numpy ``out=``), so a net run again on unchanged
 shapes allocates no output arrays. Binary elementwise operators follow numpy
-broadcasting and numpy's result dtype (``np.result_type``).
+broadcasting and numpy's result dtype (``np.result_type``); with Caffe2's
+``broadcast=1`` argument they follow Caffe2's broadcasting instead (B's dims
+matched with A's from ``axis`` on, the output in A's shape).
 
-Gradient operators take the output gradient(s) first, then the forward blobs they
-need, and write one gradient per forward input, in the forward input order:
-``MulGradient(dZ, A, B) -> (dA, dB)``. The gradient of a broadcast input is summed
-over the broadcast axes back to that input's shape.
+Gradient operators follow Caffe2's makers: they take the forward blobs they need,
+then the output gradient(s) (``AbsGradient(X, dY)``, ``DivGradient(B, C, dC)``),
+and the gradient of a broadcast input is summed over the broadcast axes back to
+that input's shape. Where Caffe2 builds a gradient from ordinary ops (Mul's is two
+``Mul`` ops, Pow's a ``Pow``, a ``Mul`` and a ``Scale``) the makers do the same,
+except where copying Caffe2's graph would give a wrong gradient; each such place
+says why.
 """
 
 from __future__ import annotations
@@ -19,18 +24,22 @@ import numpy as np
 
 from scopeops.ops.base import NO_GRADIENT, Arg, gradient, register
 from scopeops.ops.numeric_base import (
+    BROADCAST_ARGS,
     NumericOperator,
+    broadcast_axis,
     grad_dtype,
+    legacy_broadcast_view,
     parse_dtype,
-    parse_shape,
+    present_args,
+    reduced_axes,
     sum_to_shape,
 )
 
 __all__ = [
-    "AbsOp", "AddOp", "AndOp", "CastOp", "ConstantFillOp", "CopyOp", "DivOp", "EQOp",
-    "ExpOp", "GEOp", "GTOp", "GivenTensorFillOp", "LEOp", "LTOp", "LogOp", "MatMulOp",
-    "MulOp", "NegOp", "NotOp", "OrOp", "PowOp", "ScaleOp", "SqrOp", "SubOp", "SumElementsOp",
-    "SumOp", "WeightedSumOp",
+    "AbsOp", "AddOp", "AndOp", "CastOp", "CopyOp", "CosOp", "DivOp", "EQOp", "ExpOp", "GEOp",
+    "GTOp", "LEOp", "LTOp", "LogOp", "MatMulOp", "MulOp", "NegOp", "NegativeOp", "NotOp",
+    "OrOp", "PowOp", "ScaleOp", "SinOp", "SqrOp", "SubOp", "SumElementsOp", "SumOp",
+    "SumReduceLikeOp", "WeightedSumOp",
 ]
 
 
@@ -46,91 +55,8 @@ def broadcast_shape(op: NumericOperator, a: np.ndarray, b: np.ndarray) -> tuple[
                              f"with input 1 (blob {names[1]}, shape {b.shape})") from None
 
 
-def _value_fits(value: Any, dtype: np.dtype[Any]) -> bool:
-    """True when ``value`` is representable in ``dtype`` without losing its meaning."""
-    if dtype.kind == "b":
-        return value in (0, 1)
-    if dtype.kind in "iu":
-        if isinstance(value, float) and not value.is_integer():
-            return False
-        info = np.iinfo(dtype)
-        return info.min <= value <= info.max
-    return True
 
-
-# -- fills and copies -------------------------------------------------------------------------
-
-
-@register("ConstantFill", inputs=(0, 1), outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
-          args={"shape": Arg((list, tuple), None, doc="output shape (default: a scalar, ())"),
-                "value": Arg((bool, int, float), 0.0, doc="the fill value"),
-                "dtype": Arg(str, None, doc="element type (default float32, or the input's)")},
-          doc="Fills the output with `value`. With one input, the output takes that input's "
-              "shape, and its dtype unless `dtype` is given (then `shape` must not be given).")
-class ConstantFillOp(NumericOperator):
-    __slots__ = ("fill_shape", "fill_dtype", "fill_value")
-
-    def validate(self) -> None:
-        d = self.definition
-        shape = self.args.get("shape")
-        if d.inputs and shape is not None:
-            raise ValueError("ConstantFill: cannot set the shape argument and pass in an input "
-                             "at the same time")
-        self.fill_shape = () if shape is None else parse_shape(shape, d.type)
-        dtype = self.args.get("dtype")
-        self.fill_dtype = None if dtype is None else parse_dtype(dtype, d.type, "dtype")
-        if self.fill_dtype is None and not d.inputs:
-            self.fill_dtype = np.dtype(np.float32)          # Caffe2's default: FLOAT
-        self.fill_value = self.args["value"]
-        if self.fill_dtype is not None and not _value_fits(self.fill_value, self.fill_dtype):
-            raise ValueError(f"ConstantFill: value {self.fill_value!r} does not fit dtype "
-                             f"{self.fill_dtype}")
-
-    def run(self) -> None:
-        if self.definition.inputs:
-            like = self.tensor_input(0)
-            dtype = like.dtype if self.fill_dtype is None else self.fill_dtype
-            out = self.output(0, like.shape, dtype)
-        else:
-            out = self.output(0, self.fill_shape, self.fill_dtype)
-        out.fill(self.fill_value)
-
-
-@register("GivenTensorFill", inputs=0, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
-          args={"values": Arg((list, tuple), required=True,
-                              doc="the elements (flat, or nested as from ndarray.tolist())"),
-                "shape": Arg((list, tuple), None, doc="output shape (default: that of values)"),
-                "dtype": Arg(str, "float32", doc="element type")},
-          doc="Fills the output with the given values, in the given shape and dtype.")
-class GivenTensorFillOp(NumericOperator):
-    __slots__ = ("given",)
-
-    def validate(self) -> None:
-        d = self.definition
-        dtype = parse_dtype(self.args["dtype"], d.type, "dtype")
-        try:
-            raw = np.asarray(self.args["values"])
-        except ValueError as exc:
-            raise ValueError(f"GivenTensorFill: values are not a rectangular list of numbers "
-                             f"({exc})") from None
-        if raw.size and raw.dtype.kind not in "biuf":
-            raise ValueError(f"GivenTensorFill: values must be numbers, got {raw.dtype} "
-                             f"elements")
-        given = raw.astype(dtype)
-        if dtype.kind in "biu" and raw.dtype.kind == "f" and not np.array_equal(given, raw):
-            raise ValueError(f"GivenTensorFill: values do not fit dtype {dtype}")
-        shape = self.args.get("shape")
-        if shape is not None:
-            shape = parse_shape(shape, d.type)
-            if int(np.prod(shape)) != given.size:
-                raise ValueError(f"GivenTensorFill: shape {list(shape)} holds "
-                                 f"{int(np.prod(shape))} elements but {given.size} values "
-                                 f"were given")
-            given = given.reshape(shape)
-        self.given = given
-
-    def run(self) -> None:
-        np.copyto(self.output(0, self.given.shape, self.given.dtype), self.given)
+# -- copies -----------------------------------------------------------------------------------
 
 
 @register("Copy", inputs=1, outputs=1, allow_inplace=True,
@@ -145,64 +71,97 @@ class CopyOp(NumericOperator):
             np.copyto(out, x)
 
 
-@gradient("Copy")
+@register("CopyOnDeviceLike", inputs=2, outputs=1, allow_inplace=True,
+          doc="Copies input 0 into the output, on the device of input 1 (Caffe2's gradient "
+              "of Copy). This build runs on the CPU only, so it is a plain copy; input 1 "
+              "must exist but is not read.")
+class CopyOnDeviceLikeOp(CopyOp):
+    __slots__ = ()
+
+
 def _copy_gradient(g: Any) -> list[Any]:
-    return [g.make("Copy", [g.GO(0)], [g.GI(0)])]
+    return [g.make("CopyOnDeviceLike", [g.GO(0), g.I(0)], [g.GI(0)])]
+
+
+gradient("Copy")(_copy_gradient)
+gradient("CopyOnDeviceLike")(_copy_gradient)     # Caffe2 has none; a copy's is a copy
 
 
 # -- binary elementwise arithmetic ------------------------------------------------------------
 
 
-class _BinaryElementwise(NumericOperator):
-    """``out = ufunc(a, b)`` with numpy broadcasting and result dtype."""
+class _BinaryInputs(NumericOperator):
+    """A binary elementwise op: numpy broadcasting, or Caffe2's with ``broadcast=1``."""
+
+    __slots__ = ("broadcast_axis",)
+
+    def validate(self) -> None:
+        self.broadcast_axis = broadcast_axis(self)
+
+    def operands(self) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """(A, B as it broadcasts against A, the output shape)."""
+        a = self.tensor_input(0)
+        b = self.tensor_input(1)
+        if self.broadcast_axis is None:
+            return a, b, broadcast_shape(self, a, b)
+        return a, legacy_broadcast_view(self, a, b, self.broadcast_axis), a.shape
+
+
+class _BinaryElementwise(_BinaryInputs):
+    """``out = ufunc(a, b)`` with numpy's result dtype."""
 
     __slots__ = ()
     ufunc: ClassVar[np.ufunc]
 
     def run(self) -> None:
-        a = self.tensor_input(0)
-        b = self.tensor_input(1)
-        shape = broadcast_shape(self, a, b)
+        a, b, shape = self.operands()
         dtype = a.dtype if a.dtype == b.dtype else np.result_type(a, b)
         self.ufunc(a, b, out=self.output(0, shape, dtype))
 
 
-@register("Add", inputs=2, outputs=1, allow_inplace=True, doc="C = A + B, with numpy broadcasting.")
+_BINARY_DOC = ("C = A {symbol} B elementwise. Shapes broadcast as in numpy; with "
+               "`broadcast=1`, as in Caffe2: B (a scalar, or dims matching A's from `axis` "
+               "on, leading and trailing 1s of B ignored) is repeated over A, and C has A's "
+               "shape.")
+
+
+@register("Add", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
+          doc=_BINARY_DOC.format(symbol="+"))
 class AddOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.add
 
 
-@register("Sub", inputs=2, outputs=1, allow_inplace=True, doc="C = A - B, with numpy broadcasting.")
+@register("Sub", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
+          doc=_BINARY_DOC.format(symbol="-"))
 class SubOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.subtract
 
 
-@register("Mul", inputs=2, outputs=1, allow_inplace=True, doc="C = A * B, with numpy broadcasting.")
+@register("Mul", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
+          doc=_BINARY_DOC.format(symbol="*"))
 class MulOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.multiply
 
 
-@register("Div", inputs=2, outputs=1, allow_inplace=True,
-          doc="C = A / B, with numpy broadcasting. Integer inputs give the floored quotient "
+@register("Div", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
+          doc=_BINARY_DOC.format(symbol="/") + " Integer inputs give the floored quotient "
               "(numpy `//`; Caffe2 truncated towards zero).")
 class DivOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.divide
 
     def run(self) -> None:
-        a = self.tensor_input(0)
-        b = self.tensor_input(1)
-        shape = broadcast_shape(self, a, b)
+        a, b, shape = self.operands()
         dtype = a.dtype if a.dtype == b.dtype else np.result_type(a, b)
         divide = np.floor_divide if dtype.kind in "iub" else np.divide
         divide(a, b, out=self.output(0, shape, dtype))
 
 
 class _BinaryGradient(NumericOperator):
-    """``(dZ, A, B) -> (dA, dB)`` for a broadcasting binary op."""
+    """``(dZ, A, B) -> (dA, dB)`` for a numpy-broadcasting binary op."""
 
     __slots__ = ()
 
@@ -214,22 +173,10 @@ class _BinaryGradient(NumericOperator):
                                    f"{np.broadcast_shapes(a.shape, b.shape)}")
         return dz, a, b
 
-    def full_and_out(self, k: int, x: np.ndarray, dz: np.ndarray,
-                     dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Output ``k`` (gradient of ``x``) and where to compute its unreduced value."""
-        out = self.output(k, x.shape, grad_dtype(x, dz))
-        if x.shape == dz.shape:
-            return out, out
-        return self.scratch(f"full{k}", dz.shape, dtype), out
-
-    @staticmethod
-    def reduce(full: np.ndarray, out: np.ndarray) -> None:
-        if full is not out:
-            sum_to_shape(full, out.shape, out)
-
 
 @register("AddGradient", inputs=3, outputs=2, allow_inplace=True,
-          doc="(dC, A, B) -> (dA, dB) for C = A + B: dC summed to each input's shape.")
+          doc="(dC, A, B) -> (dA, dB) for C = A + B with numpy broadcasting: dC summed to "
+              "each input's shape.")
 class AddGradientOp(_BinaryGradient):
     __slots__ = ()
 
@@ -240,7 +187,7 @@ class AddGradientOp(_BinaryGradient):
 
 
 @register("SubGradient", inputs=3, outputs=2, allow_inplace=True,
-          doc="(dC, A, B) -> (dA, dB) for C = A - B.")
+          doc="(dC, A, B) -> (dA, dB) for C = A - B with numpy broadcasting.")
 class SubGradientOp(_BinaryGradient):
     __slots__ = ()
 
@@ -252,41 +199,6 @@ class SubGradientOp(_BinaryGradient):
         np.negative(db, out=db)
 
 
-@register("MulGradient", inputs=3, outputs=2, allow_inplace=True,
-          doc="(dC, A, B) -> (dA, dB) for C = A * B: dA = dC * B, dB = dC * A, each summed "
-              "to its input's shape.")
-class MulGradientOp(_BinaryGradient):
-    __slots__ = ()
-
-    def run(self) -> None:
-        dz, a, b = self.operands()
-        full, out = self.full_and_out(0, a, dz, np.result_type(dz, b))
-        np.multiply(dz, b, out=full)
-        self.reduce(full, out)
-        full, out = self.full_and_out(1, b, dz, np.result_type(dz, a))
-        np.multiply(dz, a, out=full)
-        self.reduce(full, out)
-
-
-@register("DivGradient", inputs=3, outputs=2, allow_inplace=True,
-          doc="(dC, A, B) -> (dA, dB) for C = A / B: dA = dC / B, dB = -dC * A / B^2, each "
-              "summed to its input's shape.")
-class DivGradientOp(_BinaryGradient):
-    __slots__ = ()
-
-    def run(self) -> None:
-        dz, a, b = self.operands()
-        dtype = np.result_type(dz, a, b)
-        quotient = self.scratch("quotient", dz.shape, dtype)
-        np.divide(dz, b, out=quotient)                     # dC / B
-        sum_to_shape(quotient, a.shape, self.output(0, a.shape, grad_dtype(a, dz)))
-        full, out = self.full_and_out(1, b, dz, dtype)
-        np.multiply(quotient, a, out=quotient)             # dC * A / B
-        np.divide(quotient, b, out=quotient)
-        np.negative(quotient, out=full)
-        self.reduce(full, out)
-
-
 def _binary_maker(gradient_type: str) -> Any:
     def make(g: Any) -> list[Any]:
         return [g.make(gradient_type, [g.GO(0), g.I(0), g.I(1)], [g.GI(0), g.GI(1)])]
@@ -295,8 +207,154 @@ def _binary_maker(gradient_type: str) -> Any:
     return make
 
 
-for _type in ("Add", "Sub", "Mul", "Div"):
+for _type in ("Add", "Sub"):
     gradient(_type)(_binary_maker(f"{_type}Gradient"))
+
+
+@register("SumReduceLike", inputs=2, outputs=1, allow_inplace=True,
+          args={**BROADCAST_ARGS,
+                "broadcast": Arg((bool, int), False, doc="accepted and ignored (gradient "
+                                 "makers pass their forward op's arguments on)")},
+          doc="C = A summed over the dims along which B is broadcast against A, in B's "
+              "shape: the gradient of a broadcast input. With `axis` (or `axis_str`), B is "
+              "placed as Caffe2's broadcasting places it; without, B's dims are matched "
+              "with A's last ones (numpy's rule, which includes Caffe2's default). A one-"
+              "element B gets the sum of all of A. C's dtype is B's when B is floating "
+              "point, else A's.")
+class SumReduceLikeOp(NumericOperator):
+    __slots__ = ("align_axis",)
+
+    def validate(self) -> None:
+        axis = broadcast_axis(self, required=False)
+        self.align_axis = -1 if axis is None else axis
+
+    def run(self) -> None:
+        a = self.tensor_input(0)
+        b = self.tensor_input(1)
+        out = self.output(0, b.shape, grad_dtype(b, a))
+        if b.size == 1:
+            np.sum(a, out=out.reshape(()))
+        elif self.align_axis != -1:
+            view = legacy_broadcast_view(self, a, b, self.align_axis)
+            np.sum(a, axis=reduced_axes(a.shape, view.shape), keepdims=True,
+                   out=out.reshape(view.shape))
+        else:
+            try:
+                fits = np.broadcast_shapes(a.shape, b.shape) == a.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                names = self.definition.inputs
+                raise self.shape_error(f"B (blob {names[1]}, shape {b.shape}) does not "
+                                       f"broadcast to A (blob {names[0]}, shape {a.shape})")
+            sum_to_shape(a, b.shape, out)
+
+
+@register("MulGradient", inputs=3, outputs=2, allow_inplace=True,
+          doc="(A, B, dC) -> (dA, dB) for C = A * B with numpy broadcasting: dA = dC * B, "
+              "dB = dC * A, each summed to its input's shape.")
+class MulGradientOp(NumericOperator):
+    __slots__ = ()
+
+    def full_and_out(self, k: int, x: np.ndarray, dz: np.ndarray,
+                     dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Output ``k`` (gradient of ``x``) and where to compute its unreduced value."""
+        out = self.output(k, x.shape, grad_dtype(x, dz))
+        if x.shape == dz.shape:
+            return out, out
+        return self.scratch(f"full{k}", dz.shape, dtype), out
+
+    def run(self) -> None:
+        a, b, dz = self.inputs_read_before_writing()
+        if dz.shape != broadcast_shape(self, a, b):
+            raise self.shape_error(f"the output gradient (blob {self.definition.inputs[2]}) "
+                                   f"has shape {dz.shape}, but A and B broadcast to "
+                                   f"{np.broadcast_shapes(a.shape, b.shape)}")
+        for k, x, other in ((0, a, b), (1, b, a)):
+            full, out = self.full_and_out(k, x, dz, np.result_type(dz, other))
+            np.multiply(dz, other, out=full)
+            if full is not out:
+                sum_to_shape(full, out.shape, out)
+
+
+@gradient("Mul")
+def _mul_gradient(g: Any) -> list[Any]:
+    a, b, dc = g.I(0), g.I(1), g.GO(0)
+    if not g.op.args.get("broadcast"):
+        # Caffe2 emits Mul(dC, B) -> dA and Mul(dC, A) -> dB (and reads an explicit
+        # broadcast=0 as broadcasting); with numpy broadcasting either input may be the
+        # smaller one, so both products need reducing: one fused op.
+        return [g.make("MulGradient", [a, b, dc], [g.GI(0), g.GI(1)])]
+    axis_args = present_args(g, "axis", "axis_str", "order")
+    pre_reduction = f"{g.GI(1)}_autogen_pre_red"
+    return [g.make("Mul", [dc, b], [g.GI(0)], name="mul_grad_1st_op", broadcast=1,
+                   **axis_args),
+            g.make("Mul", [dc, a], [pre_reduction], name="mul_gradient_2nd_op"),
+            g.make("SumReduceLike", [pre_reduction, b], [g.GI(1)],
+                   name="mul_with_broadcast_grad_3", **axis_args)]
+
+
+@register("DivGradient", inputs=(3, 4), outputs=2, allow_inplace=True,
+          args=dict(BROADCAST_ARGS),
+          doc="(B, C, dC[, A]) -> (dA, dB) for C = A / B: dA = dC / B, dB = -dC * C / B, "
+              "each summed to its input's shape (the gradient reads the output C, not A). "
+              "A, when given, is read only for its shape, which numpy broadcasting may "
+              "have stretched; without it dA has C's shape. With `broadcast=1`, B is "
+              "placed as in the forward Div.")
+class DivGradientOp(NumericOperator):
+    __slots__ = ("broadcast_axis",)
+
+    def validate(self) -> None:
+        self.broadcast_axis = broadcast_axis(self)
+
+    def run(self) -> None:
+        names = self.definition.inputs
+        b, c, dc, *rest = self.inputs_read_before_writing()
+        a_shape, a_dtype = (rest[0].shape, rest[0].dtype) if rest else (c.shape, c.dtype)
+        if dc.shape != c.shape:
+            raise self.shape_error(f"the output gradient (blob {names[2]}) has shape "
+                                   f"{dc.shape}, but the output C (blob {names[1]}) has "
+                                   f"{c.shape}")
+        if self.broadcast_axis is not None:
+            b_view = legacy_broadcast_view(self, c, b, self.broadcast_axis,
+                                           (names[1], names[0]))
+        else:
+            b_view = b
+            try:
+                fits = np.broadcast_shapes(a_shape, b.shape) == c.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                a_text = f"A (blob {names[3]}, shape {a_shape})" if rest else f"A {a_shape}"
+                raise self.shape_error(f"{a_text} and B (blob {names[0]}, shape {b.shape}) "
+                                       f"do not broadcast to the shape of C (blob {names[1]}) "
+                                       f"{c.shape}")
+        dtype = np.result_type(dc, c, b)
+        quotient = self.scratch("quotient", c.shape, dtype)
+        np.divide(dc, b_view, out=quotient)                      # dC / B
+        da_dtype = a_dtype if a_dtype.kind == "f" else dc.dtype
+        sum_to_shape(quotient, a_shape, self.output(0, a_shape, da_dtype))
+        np.multiply(quotient, c, out=quotient)                   # dC * C / B = dC * A / B^2
+        np.negative(quotient, out=quotient)
+        db = self.output(1, b.shape, grad_dtype(b, dc))
+        if b.size == 1:
+            np.sum(quotient, out=db.reshape(()))
+        elif self.broadcast_axis is not None:
+            np.sum(quotient, axis=reduced_axes(c.shape, b_view.shape), keepdims=True,
+                   out=db.reshape(b_view.shape))
+        else:
+            sum_to_shape(quotient, b.shape, db)
+
+
+@gradient("Div")
+def _div_gradient(g: Any) -> list[Any]:
+    args = present_args(g, "broadcast", "axis", "axis_str", "order")
+    if g.op.args.get("broadcast"):
+        # Caffe2's own graph; it refused broadcast Div gradients, DivGradient places B.
+        return [g.make("DivGradient", [g.I(1), g.O(0), g.GO(0)], [g.GI(0), g.GI(1)], **args)]
+    # A fourth input, A, gives dA's shape: numpy broadcasting may have stretched A too.
+    return [g.make("DivGradient", [g.I(1), g.O(0), g.GO(0), g.I(0)], [g.GI(0), g.GI(1)],
+                   **args)]
 
 
 # -- unary elementwise ------------------------------------------------------------------------
@@ -342,10 +400,33 @@ class AbsOp(_UnaryElementwise):
     ufunc = np.absolute
 
 
-@register("Neg", inputs=1, outputs=1, allow_inplace=True, doc="Y = -X, elementwise.")
-class NegOp(_UnaryElementwise):
+@register("Cos", inputs=1, outputs=1, allow_inplace=True,
+          doc="Y = cos(X), elementwise (floating point).")
+class CosOp(_UnaryElementwise):
+    __slots__ = ()
+    ufunc = np.cos
+    floats_only = True
+
+
+@register("Sin", inputs=1, outputs=1, allow_inplace=True,
+          doc="Y = sin(X), elementwise (floating point).")
+class SinOp(_UnaryElementwise):
+    __slots__ = ()
+    ufunc = np.sin
+    floats_only = True
+
+
+@register("Negative", inputs=1, outputs=1, allow_inplace=True,
+          doc="Y = -X, elementwise (Caffe2's name; `Neg` is the same op).")
+class NegativeOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.negative
+
+
+@register("Neg", inputs=1, outputs=1, allow_inplace=True,
+          doc="Y = -X, elementwise (Caffe2 calls it `Negative`).")
+class NegOp(NegativeOp):
+    __slots__ = ()
 
 
 @register("Pow", inputs=1, outputs=1, allow_inplace=True,
@@ -373,6 +454,8 @@ class ScaleOp(NumericOperator):
 
 @gradient("Sqr")
 def _sqr_gradient(g: Any) -> list[Any]:
+    # Caffe2 scales the output gradient in place first, which doubles it for every other
+    # reader of that blob; scaling the product instead leaves dY alone.
     dx = g.GI(0)
     return [g.make("Mul", [g.GO(0), g.I(0)], [dx]),
             g.make("Scale", [dx], [dx], scale=2.0)]
@@ -381,7 +464,7 @@ def _sqr_gradient(g: Any) -> list[Any]:
 @gradient("Exp")
 def _exp_gradient(g: Any) -> list[Any]:
     # d exp(x) = exp(x): read the output, so Exp works in place.
-    return [g.make("Mul", [g.GO(0), g.O(0)], [g.GI(0)])]
+    return [g.make("Mul", [g.O(0), g.GO(0)], [g.GI(0)])]
 
 
 @gradient("Log")
@@ -389,9 +472,12 @@ def _log_gradient(g: Any) -> list[Any]:
     return [g.make("Div", [g.GO(0), g.I(0)], [g.GI(0)])]
 
 
-@gradient("Neg")
-def _neg_gradient(g: Any) -> list[Any]:
-    return [g.make("Neg", [g.GO(0)], [g.GI(0)])]
+def _negative_gradient(g: Any) -> list[Any]:
+    return [g.make("Negative", [g.GO(0)], [g.GI(0)])]
+
+
+gradient("Neg")(_negative_gradient)
+gradient("Negative")(_negative_gradient)
 
 
 @gradient("Scale")
@@ -399,48 +485,83 @@ def _scale_gradient(g: Any) -> list[Any]:
     return [g.make("Scale", [g.GO(0)], [g.GI(0)], scale=g.op.args.get("scale", 1.0))]
 
 
-@register("AbsGradient", inputs=2, outputs=1, allow_inplace=True,
-          doc="(dY, X) -> dX = dY * sign(X).")
-class AbsGradientOp(NumericOperator):
+@gradient("Pow")
+def _pow_gradient(g: Any) -> list[Any]:
+    # Caffe2's graph. In place it raised the output to (e - 1) / e, losing precision and
+    # overwriting dY; I(0) here is always the input as the op read it (saved if need be).
+    exponent = g.op.args["exponent"]
+    dx = g.GI(0)
+    if exponent == 0:
+        # d x^0 = 0, also at x = 0, where e * x^(e-1) would be 0 * inf.
+        return [g.make("ConstantFill", [g.I(0)], [dx], value=0.0)]
+    return [g.make("Pow", [g.I(0)], [dx], exponent=exponent - 1),
+            g.make("Mul", [dx, g.GO(0)], [dx]),
+            g.make("Scale", [dx], [dx], scale=float(exponent))]
+
+
+class _UnaryGradient(NumericOperator):
+    """``(X, dY) -> dX = dY * slope(X)``, with the shapes checked."""
+
     __slots__ = ()
 
-    def run(self) -> None:
-        dy = self.tensor_input(0)
-        x = self.tensor_input(1)
-        sign = self.scratch("sign", x.shape, x.dtype)
-        np.sign(x, out=sign)
-        np.multiply(dy, sign, out=self.output(0, x.shape, grad_dtype(x, dy)))
+    def operands(self) -> tuple[np.ndarray, np.ndarray]:
+        x = self.tensor_input(0)
+        dy = self.tensor_input(1)
+        if dy.shape != x.shape:
+            names = self.definition.inputs
+            raise self.shape_error(f"the output gradient (blob {names[1]}) has shape "
+                                   f"{dy.shape}, but X (blob {names[0]}) has {x.shape}")
+        return x, dy
 
-
-@gradient("Abs")
-def _abs_gradient(g: Any) -> list[Any]:
-    return [g.make("AbsGradient", [g.GO(0), g.I(0)], [g.GI(0)])]
-
-
-@register("PowGradient", inputs=2, outputs=1, allow_inplace=True,
-          args={"exponent": Arg((int, float), required=True)},
-          doc="(dY, X) -> dX = dY * exponent * X ** (exponent - 1).")
-class PowGradientOp(NumericOperator):
-    __slots__ = ()
+    def slope(self, x: np.ndarray, into: np.ndarray) -> None:
+        raise NotImplementedError
 
     def run(self) -> None:
-        dy = self.tensor_input(0)
-        x = self.tensor_input(1)
-        exponent = self.args["exponent"]
+        x, dy = self.operands()
         dtype = grad_dtype(x, dy)
-        slope = self.scratch("slope", x.shape, np.result_type(dtype, x))
-        if exponent == 0:
-            slope.fill(0)
-        else:
-            np.power(x, exponent - 1, out=slope, casting="same_kind")
-            np.multiply(slope, exponent, out=slope)
+        slope = self.scratch("slope", x.shape, np.result_type(x.dtype, dtype))
+        self.slope(x, slope)
         np.multiply(dy, slope, out=self.output(0, x.shape, dtype))
 
 
-@gradient("Pow")
-def _pow_gradient(g: Any) -> list[Any]:
-    return [g.make("PowGradient", [g.GO(0), g.I(0)], [g.GI(0)],
-                   exponent=g.op.args["exponent"])]
+@register("AbsGradient", inputs=2, outputs=1, allow_inplace=True,
+          doc="(X, dY) -> dX = dY * sign(X) (0 where X is 0).")
+class AbsGradientOp(_UnaryGradient):
+    __slots__ = ()
+
+    def slope(self, x: np.ndarray, into: np.ndarray) -> None:
+        np.sign(x, out=into)
+
+
+@register("CosGradient", inputs=2, outputs=1, allow_inplace=True,
+          doc="(X, dY) -> dX = -dY * sin(X).")
+class CosGradientOp(_UnaryGradient):
+    __slots__ = ()
+
+    def slope(self, x: np.ndarray, into: np.ndarray) -> None:
+        np.sin(x, out=into)
+        np.negative(into, out=into)
+
+
+@register("SinGradient", inputs=2, outputs=1, allow_inplace=True,
+          doc="(X, dY) -> dX = dY * cos(X).")
+class SinGradientOp(_UnaryGradient):
+    __slots__ = ()
+
+    def slope(self, x: np.ndarray, into: np.ndarray) -> None:
+        np.cos(x, out=into)
+
+
+def _input_based_maker(gradient_type: str) -> Any:
+    def make(g: Any) -> list[Any]:
+        return [g.make(gradient_type, [g.I(0), g.GO(0)], [g.GI(0)])]
+
+    make.__name__ = f"{gradient_type}_maker"
+    return make
+
+
+for _type in ("Abs", "Cos", "Sin"):
+    gradient(_type)(_input_based_maker(f"{_type}Gradient"))
 
 
 # -- sums and reductions ----------------------------------------------------------------------
@@ -500,8 +621,11 @@ def _sum_gradient(g: Any) -> list[Any]:
 
 
 @register("WeightedSum", inputs=(2, None), outputs=1, allow_inplace=True,
+          args={"grad_on_w": Arg((bool, int), False, doc="give the weights gradients too "
+                                 "(by default, as in Caffe2, only the X get one)")},
           doc="Y = w0 * X0 + w1 * X1 + ... from inputs (X0, w0, X1, w1, ...): the X are "
-              "same-shaped tensors, the w one-element tensors.")
+              "same-shaped tensors, the w one-element tensors. Its gradient treats the "
+              "weights as constants unless `grad_on_w` is set.")
 class WeightedSumOp(NumericOperator):
     __slots__ = ()
 
@@ -540,34 +664,49 @@ class WeightedSumOp(NumericOperator):
                 np.add(out, term, out=out)
 
 
-@register("WeightedSumGradient", inputs=(3, None), outputs=(2, None), allow_inplace=True,
-          doc="(dY, X0, w0, X1, w1, ...) -> (dX0, dw0, dX1, dw1, ...) for WeightedSum: "
-              "dXi = wi * dY, dwi = sum(Xi * dY).")
+@register("WeightedSumGradient", inputs=(3, None), outputs=(1, None), allow_inplace=True,
+          args={"grad_on_w": Arg((bool, int), False, doc="also write the weights' gradients")},
+          doc="(dY, X0, w0, X1, w1, ...) -> (dX0, dX1, ..., then with `grad_on_w` dw0, dw1, "
+              "...) for WeightedSum: dXi = wi * dY, dwi = sum(Xi * dY).")
 class WeightedSumGradientOp(NumericOperator):
     __slots__ = ()
 
     def validate(self) -> None:
         d = self.definition
-        if len(d.inputs) % 2 != 1 or len(d.outputs) != len(d.inputs) - 1:
+        pairs = (len(d.inputs) - 1) // 2
+        expected = 2 * pairs if self.args["grad_on_w"] else pairs
+        if len(d.inputs) % 2 != 1 or len(d.outputs) != expected:
             raise ValueError(f"WeightedSumGradient takes dY and pairs (X, weight) of inputs and "
-                             f"writes one gradient per pair member; got {len(d.inputs)} inputs "
-                             f"and {len(d.outputs)} outputs")
+                             f"writes one gradient per X (and, with grad_on_w, one per weight): "
+                             f"{expected} outputs for {len(d.inputs)} inputs, got "
+                             f"{len(d.outputs)}")
 
     def run(self) -> None:
         dy, *pairs = self.inputs_read_before_writing()
-        for k in range(0, len(pairs), 2):
-            x, w = pairs[k], pairs[k + 1]
+        xs, weights = pairs[0::2], pairs[1::2]
+        for k, (x, w) in enumerate(zip(xs, weights, strict=True)):
             if x.shape != dy.shape:
-                raise self.shape_error(f"X{k // 2} has shape {x.shape} but dY has {dy.shape}")
+                raise self.shape_error(f"X{k} (blob {self.definition.inputs[1 + 2 * k]}) has "
+                                       f"shape {x.shape} but dY (blob "
+                                       f"{self.definition.inputs[0]}) has {dy.shape}")
+            if w.size != 1:
+                raise self.shape_error(f"weight {k} (blob {self.definition.inputs[2 + 2 * k]}) "
+                                       f"must have one element, got shape {w.shape}")
+        for k, (x, w) in enumerate(zip(xs, weights, strict=True)):
             np.multiply(dy, w.item(), out=self.output(k, x.shape, grad_dtype(x, dy)))
-            self.output(k + 1, w.shape, grad_dtype(w, dy)).fill(np.vdot(x, dy))
+        if self.args["grad_on_w"]:
+            for k, (x, w) in enumerate(zip(xs, weights, strict=True)):
+                self.output(len(xs) + k, w.shape, grad_dtype(w, dy)).fill(np.vdot(x, dy))
 
 
 @gradient("WeightedSum")
 def _weighted_sum_gradient(g: Any) -> list[Any]:
     n = len(g.op.inputs)
-    return [g.make("WeightedSumGradient", [g.GO(0)] + [g.I(i) for i in range(n)],
-                   [g.GI(i) for i in range(n)])]
+    outputs = [g.GI(i) for i in range(0, n, 2)]
+    if g.op.args.get("grad_on_w"):
+        outputs += [g.GI(i) for i in range(1, n, 2)]
+    return [g.make("WeightedSumGradient", [g.GO(0)] + [g.I(i) for i in range(n)], outputs,
+                   **present_args(g, "grad_on_w"))]
 
 
 @register("SumElements", inputs=1, outputs=1, allow_inplace=True,
@@ -586,46 +725,64 @@ class SumElementsOp(NumericOperator):
 
 
 @register("SumElementsGradient", inputs=2, outputs=1, allow_inplace=True,
-          args={"average": Arg(bool, False)},
-          doc="(dY, X) -> dX: the scalar dY (divided by X's size when averaging) in X's shape.")
+          args={"average": Arg(bool, False, doc="divide by the number of elements")},
+          doc="(X, dY) -> dX: the scalar dY (divided by X's size when averaging) in X's shape.")
 class SumElementsGradientOp(NumericOperator):
     __slots__ = ()
+    averaging: ClassVar[bool | None] = None     # None: from the `average` argument
 
     def run(self) -> None:
-        dy = self.tensor_input(0)
-        x = self.tensor_input(1)
+        x = self.tensor_input(0)
+        dy = self.tensor_input(1)
         if dy.size != 1:
-            raise self.shape_error(f"the output gradient (blob {self.definition.inputs[0]}) "
+            raise self.shape_error(f"the output gradient (blob {self.definition.inputs[1]}) "
                                    f"must have one element, got shape {dy.shape}")
         value = dy.item()                              # read before dX may overwrite it
-        if self.args["average"] and x.size:
+        average = self.args["average"] if self.averaging is None else self.averaging
+        if average and x.size:
             value = value / x.size
         self.output(0, x.shape, grad_dtype(x, dy)).fill(value)
 
 
 @gradient("SumElements")
 def _sum_elements_gradient(g: Any) -> list[Any]:
-    return [g.make("SumElementsGradient", [g.GO(0), g.I(0)], [g.GI(0)],
-                   average=bool(g.op.args.get("average", False)))]
+    return [g.make("SumElementsGradient", [g.I(0), g.GO(0)], [g.GI(0)],
+                   **present_args(g, "average"))]
 
 
 # -- matrix product ---------------------------------------------------------------------------
 
 
-@register("MatMul", inputs=2, outputs=1, allow_inplace=True,
+def _as_matrix(op: NumericOperator, x: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """``x`` as a matrix (prod(dims[:axis]), prod(dims[axis:])), as Caffe2 coerces it."""
+    name = op.definition.inputs[index]
+    if x.ndim < 2 and axis == 1:
+        raise op.shape_error(f"needs 2-D inputs (or more, with axis_a/axis_b), got input "
+                             f"{index} (blob {name}) of shape {x.shape}")
+    if not -x.ndim <= axis < x.ndim:
+        raise op.shape_error(f"axis {axis} is out of range for input {index} (blob {name}) of "
+                             f"shape {x.shape}")
+    axis %= x.ndim
+    return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+
+
+@register("MatMul", inputs=(2, 3), outputs=1, allow_inplace=True,
           args={"trans_a": Arg((bool, int), False, doc="use A transposed"),
-                "trans_b": Arg((bool, int), False, doc="use B transposed")},
-          doc="C = op(A) @ op(B) for 2-D A and B, op transposing when trans_a/trans_b is set.")
+                "trans_b": Arg((bool, int), False, doc="use B transposed"),
+                "axis_a": Arg(int, 1, doc="A is read as a matrix with dims[:axis_a] as rows "
+                                          "and dims[axis_a:] as columns"),
+                "axis_b": Arg(int, 1, doc="the same for B")},
+          doc="C = op(A) @ op(B), op transposing when trans_a/trans_b is set; A and B are "
+              "read as matrices (see axis_a, axis_b). With a third input, C takes that "
+              "input's shape (which must hold as many elements): Caffe2's gradient of "
+              "MatMul uses it to give dA and dB their inputs' shapes.")
 class MatMulOp(NumericOperator):
     __slots__ = ()
 
     def run(self) -> None:
-        a = self.tensor_input(0)
-        b = self.tensor_input(1)
         names = self.definition.inputs
-        if a.ndim != 2 or b.ndim != 2:
-            raise self.shape_error(f"needs 2-D inputs, got A (blob {names[0]}) of shape "
-                                   f"{a.shape} and B (blob {names[1]}) of shape {b.shape}")
+        a = _as_matrix(self, self.tensor_input(0), self.args["axis_a"], 0)
+        b = _as_matrix(self, self.tensor_input(1), self.args["axis_b"], 1)
         if self.args["trans_a"]:
             a = a.T
         if self.args["trans_b"]:
@@ -634,27 +791,43 @@ class MatMulOp(NumericOperator):
             raise self.shape_error(f"inner dimensions differ: op(A) (blob {names[0]}) is "
                                    f"{a.shape}, op(B) (blob {names[1]}) is {b.shape}")
         dtype = a.dtype if a.dtype == b.dtype else np.result_type(a, b)
-        np.matmul(a, b, out=self.output(0, (a.shape[0], b.shape[1]), dtype))
+        shape = (a.shape[0], b.shape[1])
+        if len(names) == 3:
+            like = self.tensor_input(2).shape
+            if int(np.prod(like)) != shape[0] * shape[1]:
+                raise self.shape_error(f"the product is {shape}, which does not fit the shape "
+                                       f"{like} of input 2 (blob {names[2]})")
+            if like != shape:
+                product = self.scratch("product", shape, dtype)
+                np.matmul(a, b, out=product)
+                np.copyto(self.output(0, like, dtype), product.reshape(like))
+                return
+        np.matmul(a, b, out=self.output(0, shape, dtype))
 
 
 @gradient("MatMul")
 def _matmul_gradient(g: Any) -> list[Any]:
+    if len(g.op.inputs) != 2:
+        raise ValueError(f"the gradient of MatMul needs exactly two inputs, got "
+                         f"{len(g.op.inputs)}")
     a, b, dc = g.I(0), g.I(1), g.GO(0)
     trans_a = bool(g.op.args.get("trans_a", False))
     trans_b = bool(g.op.args.get("trans_b", False))
-    # C = op(A) op(B); each gradient is itself a MatMul with the right transpositions.
+    axis_a = g.op.args.get("axis_a", 1)
+    axis_b = g.op.args.get("axis_b", 1)
+    # C = op(A) op(B); each gradient is a MatMul resized like its input, as Caffe2 builds it.
     if not trans_a and not trans_b:
-        da = ([dc, b], {"trans_b": True})
-        db = ([a, dc], {"trans_a": True})
+        da = ([dc, b, a], {"trans_b": 1, "axis_b": axis_b})
+        db = ([a, dc, b], {"trans_a": 1, "axis_a": axis_a})
     elif trans_a and not trans_b:
-        da = ([b, dc], {"trans_b": True})
-        db = ([a, dc], {})
+        da = ([b, dc, a], {"trans_b": 1, "axis_a": axis_b})
+        db = ([a, dc, b], {"axis_a": axis_a})
     elif not trans_a and trans_b:
-        da = ([dc, b], {})
-        db = ([dc, a], {"trans_a": True})
+        da = ([dc, b, a], {"axis_b": axis_b})
+        db = ([dc, a, b], {"trans_a": 1, "axis_b": axis_a})
     else:
-        da = ([b, dc], {"trans_a": True, "trans_b": True})
-        db = ([dc, a], {"trans_a": True, "trans_b": True})
+        da = ([b, dc, a], {"trans_a": 1, "trans_b": 1, "axis_a": axis_b})
+        db = ([dc, a, b], {"trans_a": 1, "trans_b": 1, "axis_b": axis_a})
     return [g.make("MatMul", da[0], [g.GI(0)], **da[1]),
             g.make("MatMul", db[0], [g.GI(1)], **db[1])]
 
@@ -662,21 +835,24 @@ def _matmul_gradient(g: Any) -> list[Any]:
 # -- comparisons and logic --------------------------------------------------------------------
 
 
-class _BoolBinary(NumericOperator):
-    """``out = ufunc(a, b)`` as a bool tensor, with numpy broadcasting."""
+class _BoolBinary(_BinaryInputs):
+    """``out = ufunc(a, b)`` as a bool tensor (numpy's or Caffe2's broadcasting)."""
 
     __slots__ = ()
     ufunc: ClassVar[np.ufunc]
 
     def run(self) -> None:
-        a = self.tensor_input(0)
-        b = self.tensor_input(1)
-        self.ufunc(a, b, out=self.output(0, broadcast_shape(self, a, b), np.bool_))
+        a, b, shape = self.operands()
+        self.ufunc(a, b, out=self.output(0, shape, np.bool_))
+
+
+_BOOL_DOC = ("C = {what} elementwise, as a bool tensor. Shapes broadcast as in numpy; with "
+             "`broadcast=1`, as in Caffe2 (see Add).")
 
 
 def _comparison(type_name: str, ufunc: np.ufunc, symbol: str) -> type:
     @register(type_name, inputs=2, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
-              doc=f"C = A {symbol} B elementwise, as a bool tensor (numpy broadcasting).")
+              args=dict(BROADCAST_ARGS), doc=_BOOL_DOC.format(what=f"A {symbol} B"))
     class ComparisonOp(_BoolBinary):
         __slots__ = ()
 
@@ -693,14 +869,14 @@ EQOp = _comparison("EQ", np.equal, "==")
 
 
 @register("And", inputs=2, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
-          doc="C = A and B elementwise, as a bool tensor (nonzero is true; numpy broadcasting).")
+          args=dict(BROADCAST_ARGS), doc=_BOOL_DOC.format(what="A and B (nonzero is true)"))
 class AndOp(_BoolBinary):
     __slots__ = ()
     ufunc = np.logical_and
 
 
 @register("Or", inputs=2, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
-          doc="C = A or B elementwise, as a bool tensor (nonzero is true; numpy broadcasting).")
+          args=dict(BROADCAST_ARGS), doc=_BOOL_DOC.format(what="A or B (nonzero is true)"))
 class OrOp(_BoolBinary):
     __slots__ = ()
     ufunc = np.logical_or
@@ -740,14 +916,14 @@ class CastOp(NumericOperator):
 
 
 @register("CastGradient", inputs=2, outputs=1, allow_inplace=True,
-          doc="(dY, X) -> dX: dY cast back to X's dtype when X is floating point (a bool or "
+          doc="(X, dY) -> dX: dY cast back to X's dtype when X is floating point (a bool or "
               "int X gets dY's dtype, as every gradient of a non-float input does).")
 class CastGradientOp(NumericOperator):
     __slots__ = ()
 
     def run(self) -> None:
-        dy = self.tensor_input(0)
-        x = self.tensor_input(1)
+        x = self.tensor_input(0)
+        dy = self.tensor_input(1)
         out = self.output(0, dy.shape, grad_dtype(x, dy))
         if out is not dy:
             np.copyto(out, dy, casting="unsafe")
@@ -755,9 +931,9 @@ class CastGradientOp(NumericOperator):
 
 @gradient("Cast")
 def _cast_gradient(g: Any) -> list[Any]:
-    # The gradient passes through, cast back to the input's dtype (Caffe2 needs `from_type`;
-    # without it, CastGradient reads the input's dtype when it runs).
+    # The gradient passes through, cast back to the input's dtype (Caffe2 needs `from_type`
+    # and refuses without it; here CastGradient then reads the input's dtype when it runs).
     from_type = g.op.args.get("from_type")
     if from_type is not None:
-        return [g.make("Cast", [g.GO(0)], [g.GI(0)], to=from_type)]
-    return [g.make("CastGradient", [g.GO(0), g.I(0)], [g.GI(0)])]
+        return [g.make("Cast", [g.GO(0)], [g.GI(0)], to=from_type, from_type=g.op.args["to"])]
+    return [g.make("CastGradient", [g.I(0), g.GO(0)], [g.GI(0)])]

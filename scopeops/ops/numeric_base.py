@@ -13,14 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from scopeops.ops.base import Operator
+from scopeops.ops.base import Arg, Operator
 
 __all__ = [
+    "BROADCAST_ARGS",
     "DTYPE_NAMES",
     "NumericOperator",
+    "broadcast_axis",
     "grad_dtype",
+    "legacy_broadcast_view",
     "parse_dtype",
     "parse_shape",
+    "present_args",
     "reduced_axes",
     "sum_to_shape",
 ]
@@ -80,14 +84,10 @@ def sum_to_shape(grad: np.ndarray, shape: tuple[int, ...], out: np.ndarray) -> N
 class NumericOperator(Operator):
     """An operator on tensors: typed inputs, dtype checks and reusable scratch buffers."""
 
-    __slots__ = ("_scratch", "_aliased_inputs")
+    __slots__ = ("_scratch",)
 
     def setup(self) -> None:
         self._scratch: dict[str, np.ndarray] = {}
-        outputs = set(self.definition.outputs)
-        # Inputs that are also outputs: a multi-step op must read them before writing.
-        self._aliased_inputs = frozenset(
-            i for i, name in enumerate(self.definition.inputs) if name in outputs)
 
     def tensor_input(self, i: int) -> np.ndarray:
         """Input ``i`` as a tensor (BlobTypeError naming the blob if it holds anything else)."""
@@ -114,6 +114,7 @@ class NumericOperator(Operator):
 
         For ops that write several outputs in turn: without the copy, writing an
         earlier output in place would corrupt an input a later output still reads.
+        "Also an output" means the same blob, however the names reach it.
         """
         values = [self._in_blobs[i].get(np.ndarray) for i in range(len(self._in_blobs))]
         for i in self._aliased_inputs:
@@ -132,7 +133,93 @@ class NumericOperator(Operator):
         return ValueError(f"{self.definition.type}: {message}")
 
 
+def present_args(g: Any, *names: str) -> dict[str, Any]:
+    """The arguments among ``names`` that a gradient maker's forward op sets: its gradient
+    ops get those and no defaults (as Caffe2's makers copy the forward arguments)."""
+    return {name: g.op.args[name] for name in names if name in g.op.args}
+
+
 def grad_dtype(x: np.ndarray, grad: np.ndarray) -> np.dtype[Any]:
     """The dtype of the gradient of ``x``: its own when floating, else the incoming one's."""
     return x.dtype if x.dtype.kind in "fc" else grad.dtype
 
+
+
+# -- Caffe2's legacy broadcasting -------------------------------------------------------------
+
+#: The arguments of Caffe2's binary elementwise ops that switch on its own broadcasting.
+BROADCAST_ARGS: dict[str, Arg] = {
+    "broadcast": Arg((bool, int), False,
+                     doc="Caffe2's broadcasting: B is repeated over A's other dims, its dims "
+                         "matched with A's starting at `axis`; the output has A's shape. "
+                         "Without it, numpy broadcasting applies"),
+    "axis": Arg(int, -1, doc="with `broadcast`: the dim of A where B's dims start "
+                             "(-1: B's dims are A's last ones)"),
+    "axis_str": Arg(str, "", doc="with `broadcast`: the axis as a letter of `order` "
+                                 "(e.g. 'C'), instead of `axis`"),
+    "order": Arg(str, "NCHW", doc="the dim order `axis_str` is looked up in"),
+}
+
+
+def broadcast_axis(op: Operator, required: bool = True) -> int | None:
+    """The dim of A where Caffe2's broadcasting aligns B (-1: B's dims are A's last), from
+    ``broadcast``/``axis``/``axis_str``/``order``; None when ``broadcast`` is off (numpy
+    broadcasting). ``required=False`` (SumReduceLike) reads the axis without the switch.
+    ValueError for the combinations Caffe2 refuses."""
+    t = op.definition.type
+    axis, axis_str, order = op.args["axis"], op.args["axis_str"], op.args["order"]
+    if required and not op.args["broadcast"]:
+        if axis != -1 or axis_str:
+            raise ValueError(f"{t}: do not specify axis or axis_str if broadcast is not "
+                             f"enabled (set broadcast=1)")
+        return None
+    if axis_str:
+        if axis != -1:
+            raise ValueError(f"{t}: args axis and axis_str cannot be used simultaneously")
+        found = order.find(axis_str) if len(axis_str) == 1 else -1
+        if found < 0:
+            raise ValueError(f"{t}: unrecognizable axis string {axis_str!r} from order "
+                             f"string {order!r}")
+        return found
+    if axis < -1:
+        raise ValueError(f"{t}: broadcast axis must be -1 (B's dims are A's last ones) or a "
+                         f"dim index >= 0, got {axis}")
+    return axis
+
+
+def legacy_broadcast_view(op: Operator, a: np.ndarray, b: np.ndarray, axis: int,
+                          names: tuple[str, str] | None = None) -> np.ndarray:
+    """``b`` viewed with ``a``'s number of dims as Caffe2's broadcasting places it.
+
+    A one-element B is a scalar; otherwise B may not have more dims than A, its leading
+    and trailing size-1 dims are dropped and the rest must equal A's dims from ``axis``
+    on (``axis`` -1: B's dims are A's last ones). ``names`` are the blobs of A and B for
+    the errors (default: inputs 0 and 1).
+    """
+    if b.size == 1:
+        return b.reshape(())
+    a_name, b_name = names or (op.definition.inputs[0], op.definition.inputs[1])
+    t = op.definition.type
+    if b.ndim > a.ndim:
+        raise ValueError(f"{t}: with broadcast, B (blob {b_name}, shape {b.shape}) must not "
+                         f"have more dims than A (blob {a_name}, shape {a.shape})")
+    if axis == -1:
+        axis = a.ndim - b.ndim
+    if not 0 <= axis <= a.ndim - b.ndim:
+        raise ValueError(f"{t}: broadcast axis should be in the range [0, "
+                         f"{a.ndim - b.ndim}] for A (blob {a_name}, shape {a.shape}) and B "
+                         f"(blob {b_name}, shape {b.shape}), but axis = {axis}")
+    start = 0
+    while start < b.ndim and b.shape[start] == 1:
+        start += 1
+    end = b.ndim - 1
+    while end >= start and b.shape[end] == 1:
+        end -= 1
+    view = [1] * a.ndim
+    for i in range(start, end + 1):
+        if a.shape[axis + i] != b.shape[i]:
+            raise ValueError(f"{t}: broadcast dimension mismatch: B (blob {b_name}, shape "
+                             f"{b.shape}) placed at axis {axis} of A (blob {a_name}, shape "
+                             f"{a.shape}) has {b.shape[i]} where A has {a.shape[axis + i]}")
+        view[axis + i] = b.shape[i]
+    return b.reshape(view)
