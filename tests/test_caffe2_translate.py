@@ -69,12 +69,13 @@ def test_a_native_integer_fill_stays_float_in_caffe2_encoding():
     assert translate.operator_to_native(message) == native
 
 
-def test_caffe2_fill_types_by_element_type_become_given_tensor_fill_with_a_dtype():
+def test_caffe2_fill_types_by_element_type_run_as_scopeops_operators_of_that_name():
     op = core.CreateOperator("GivenTensorInt64Fill", [], ["x"], shape=[2], values=[1, 2])
     native = translate.operator_to_native(op)
-    assert native.type == "GivenTensorFill" and native.args["dtype"] == "int64"
-    assert "GivenTensorInt64Fill" in translate.registered_caffe2_operators()
-    assert "GivenTensorInt64Fill" not in so.ops.registered_operators()
+    assert native.type == "GivenTensorInt64Fill" and native.args["values"] == [1, 2]
+    ws = so.Workspace()
+    ws.run_operator_once(native)
+    assert ws["x"].dtype == np.int64 and ws["x"].tolist() == [1, 2]
 
 
 def test_arguments_caffe2s_cpu_operators_never_read_are_dropped():

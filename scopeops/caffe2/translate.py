@@ -8,9 +8,7 @@ them out. The conversion translates Caffe2's encodings, never behaviour:
   ``strings``, ``nets``; an argument with only a name is an empty list); ``bytes`` become
   ``str``; where the operator's scopeops schema wants a ``bool`` an ``i`` of 0/1 becomes
   one; ``dtype``/``to`` arguments holding a ``TensorProto.DataType`` become dtype names.
-- Operator types Caffe2 spells with the element type (``GivenTensorInt64Fill``...) become
-  scopeops' operator with a ``dtype`` when scopeops has no operator of that name, and a
-  ``ConstantFill`` whose ``value`` is an int and that has no ``dtype`` gets ``int64``, as
+- A ``ConstantFill`` whose ``value`` is an int and that has no ``dtype`` gets ``int64``, as
   Caffe2 infers it.
 - Arguments Caffe2's CPU operators never read (``use_cudnn``, ``run_once``...), and
   ``order="NCHW"`` (Caffe2's default layout) on an operator without an ``order``, are
@@ -42,7 +40,6 @@ from scopeops.ops.base import registered_operators, schema
 __all__ = [
     "DEVICE_NAMES",
     "IGNORED_ARGUMENTS",
-    "OPERATOR_ALIASES",
     "argument_value",
     "device_option_to_caffe2",
     "device_option_to_native",
@@ -52,7 +49,6 @@ __all__ = [
     "numpy_dtype",
     "operator_to_caffe2",
     "operator_to_native",
-    "registered_caffe2_operators",
 ]
 
 #: Caffe2's DeviceType values and scopeops' device names.
@@ -69,14 +65,6 @@ _OTHER_DEVICE = "caffe2_device_"
 #: scopeops operator does not declare them.
 IGNORED_ARGUMENTS = frozenset({"use_cudnn", "cudnn_exhaustive_search", "exhaustive_search",
                                "ws_nbytes_limit", "run_once"})
-
-#: Caffe2 operator types that are scopeops' ``GivenTensorFill`` with a dtype.
-OPERATOR_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "GivenTensorIntFill": ("GivenTensorFill", {"dtype": "int32"}),
-    "GivenTensorInt64Fill": ("GivenTensorFill", {"dtype": "int64"}),
-    "GivenTensorBoolFill": ("GivenTensorFill", {"dtype": "bool"}),
-    "GivenTensorDoubleFill": ("GivenTensorFill", {"dtype": "float64"}),
-}
 
 # TensorProto.DataType numbers and the numpy dtype names scopeops takes.
 _DTYPE_BY_NUMBER: dict[int, str] = {
@@ -103,14 +91,6 @@ def numpy_dtype(data_type: int) -> np.dtype[Any]:
     if name is None:
         raise ValueError(f"TensorProto.DataType {data_type} has no numpy dtype here")
     return np.dtype(name)
-
-
-def registered_caffe2_operators() -> list[str]:
-    """Every operator type Caffe2 code can use here: scopeops' own and the aliases."""
-    native = registered_operators()
-    known = set(native)
-    return sorted(known | {alias for alias, (target, _) in OPERATOR_ALIASES.items()
-                           if target in known})
 
 
 # -- device options ---------------------------------------------------------------------------
@@ -275,9 +255,6 @@ def _native_type_and_args(op: Any) -> tuple[str, dict[str, Any]]:
     op_type = op.type
     raw = {a.name: argument_value(a) for a in op.arg}
     known = set(registered_operators())
-    extra: dict[str, Any] = {}
-    if op_type not in known and op_type in OPERATOR_ALIASES:
-        op_type, extra = OPERATOR_ALIASES[op_type]
     spec = schema(op_type) if op_type in known else None
     args: dict[str, Any] = {}
     for key, value in raw.items():
@@ -286,8 +263,6 @@ def _native_type_and_args(op: Any) -> tuple[str, dict[str, Any]]:
             if key in IGNORED_ARGUMENTS or (key == "order" and value in (b"NCHW", "NCHW")):
                 continue
         args[key] = _native_value(key, value, declared)
-    for key, value in extra.items():
-        args.setdefault(key, value)
     if (op_type == "ConstantFill" and "dtype" not in args
             and isinstance(args.get("value"), int) and not isinstance(args["value"], bool)):
         args["dtype"] = "int64"   # Caffe2 infers INT64 from an integer value

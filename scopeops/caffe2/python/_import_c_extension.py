@@ -27,10 +27,10 @@ from scopeops.caffe2.translate import (
     netdef_to_native,
     numpy_dtype,
     operator_to_native,
-    registered_caffe2_operators,
 )
 from scopeops.defs import NetDef
 from scopeops.errors import BlobNotFoundError, BlobTypeError, OperatorError, ScopeError
+from scopeops.ops.base import registered_operators as native_registered_operators
 from scopeops.ops.executor import describe_op
 from scopeops.workspace import Workspace as NativeWorkspace
 
@@ -426,4 +426,4 @@ def fetch_blob(name: Any) -> Any:
 
 
 def registered_operators() -> list[str]:
-    return registered_caffe2_operators()
+    return native_registered_operators()

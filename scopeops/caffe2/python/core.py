@@ -28,10 +28,9 @@ from scopeops.caffe2.translate import (
     netdef_to_native,
     operator_to_caffe2,
     operator_to_native,
-    registered_caffe2_operators,
 )
 from scopeops.gradients import add_gradient_ops, backward_ops, insert_saves
-from scopeops.ops.base import schema
+from scopeops.ops.base import registered_operators, schema
 
 __all__ = [
     "BlobReference", "CreateOperator", "DataType", "DeviceOption", "DeviceScope",
@@ -106,7 +105,7 @@ def RefreshRegisteredOperators() -> None:
 def IsOperatorWithEngine(op_type: str, engine: str) -> bool:
     """True when ``op_type`` can be built with ``engine`` (only the default engine here)."""
     key = op_type if engine in ("", "DEFAULT") else f"{op_type}_ENGINE_{engine}"
-    return key in registered_caffe2_operators()
+    return key in registered_operators()
 
 
 def IsOperator(op_type: str) -> bool:
@@ -142,7 +141,7 @@ def device_option_equal(opt1: Any, opt2: Any, ignore_node_name: bool = True,
 
 
 def _close_operator_names(op_type: str) -> str:
-    return ",".join(difflib.get_close_matches(op_type, registered_caffe2_operators(), n=4))
+    return ",".join(difflib.get_close_matches(op_type, registered_operators(), n=4))
 
 
 class BlobReference:
@@ -230,7 +229,7 @@ class BlobReference:
         return create
 
     def __dir__(self) -> list[str]:
-        return sorted(set(object.__dir__(self)) | set(registered_caffe2_operators()))
+        return sorted(set(object.__dir__(self)) | set(registered_operators()))
 
 
 def ScopedName(name: Any) -> Any:
@@ -628,7 +627,7 @@ class Net:
         return create
 
     def __dir__(self) -> list[str]:
-        return sorted(set(object.__dir__(self)) | set(registered_caffe2_operators()))
+        return sorted(set(object.__dir__(self)) | set(registered_operators()))
 
     def Const(self, array: Any, blob_out: Any = None, dtype: Any = None) -> BlobReference:
         """A constant blob: ``GivenTensor*Fill`` (by dtype), or a bool ``ConstantFill``."""
