@@ -29,8 +29,8 @@ from scopeops.ops.numeric_base import (
 __all__ = [
     "AbsOp", "AddOp", "AndOp", "CastOp", "ConstantFillOp", "CopyOp", "DivOp", "EQOp",
     "ExpOp", "GEOp", "GTOp", "GivenTensorFillOp", "LEOp", "LTOp", "LogOp", "MatMulOp",
-    "MulOp", "NegOp", "NotOp", "OrOp", "PowOp", "ScaleOp", "SqrOp", "SubOp", "SumElementsOp",
-    "SumOp", "WeightedSumOp",
+    "MulOp", "NegOp", "NotOp", "OrOp", "PowOp", "ScaleOp", "SqrOp", "StopGradientOp", "SubOp",
+    "SumElementsOp", "SumOp", "WeightedSumOp",
 ]
 
 
@@ -148,6 +148,21 @@ class CopyOp(NumericOperator):
 @gradient("Copy")
 def _copy_gradient(g: Any) -> list[Any]:
     return [g.make("Copy", [g.GO(0)], [g.GI(0)])]
+
+
+@register("StopGradient", inputs=1, outputs=1, allow_inplace={(0, 0)}, gradient=NO_GRADIENT,
+          doc="Y = X (a copy, or nothing when in place), and no gradient flows back through "
+              "it: the backward pass treats X as a constant here. Its output must be read by "
+              "some op; use it in place (StopGradient(X, X)) to stop X's gradient before "
+              "it reaches X's producer.")
+class StopGradientOp(NumericOperator):
+    __slots__ = ()
+
+    def run(self) -> None:
+        x = self.tensor_input(0)
+        out = self.output(0, x.shape, x.dtype)
+        if out is not x:
+            np.copyto(out, x)
 
 
 # -- binary elementwise arithmetic ------------------------------------------------------------
@@ -295,7 +310,32 @@ def _binary_maker(gradient_type: str) -> Any:
     return make
 
 
-for _type in ("Add", "Sub", "Mul", "Div"):
+def _shapes_kept(g: Any) -> bool:
+    """True when the pass may take C's gradient as A's and B's as they are: under
+    Caffe2's broadcasting rule, for an op without a ``broadcast`` argument."""
+    return bool(g.broadcast == "caffe2" and "broadcast" not in g.op.args)
+
+
+@gradient("Add")
+def _add_gradient(g: Any) -> list[Any]:
+    # dA = dB = dC when nothing was broadcast (Caffe2's graph); numpy broadcasting can
+    # stretch either input, so otherwise an op sums dC back to each input's shape.
+    if _shapes_kept(g):
+        g.pass_through(0, g.GO(0))
+        g.pass_through(1, g.GO(0))
+        return []
+    return [g.make("AddGradient", [g.GO(0), g.I(0), g.I(1)], [g.GI(0), g.GI(1)])]
+
+
+@gradient("Sub")
+def _sub_gradient(g: Any) -> list[Any]:
+    if _shapes_kept(g):
+        g.pass_through(0, g.GO(0))
+        return [g.make("Neg", [g.GO(0)], [g.GI(1)])]
+    return [g.make("SubGradient", [g.GO(0), g.I(0), g.I(1)], [g.GI(0), g.GI(1)])]
+
+
+for _type in ("Mul", "Div"):
     gradient(_type)(_binary_maker(f"{_type}Gradient"))
 
 
@@ -496,7 +536,10 @@ class SumOp(NumericOperator):
 
 @gradient("Sum")
 def _sum_gradient(g: Any) -> list[Any]:
-    return [g.make("Copy", [g.GO(0)], [g.GI(i)]) for i in range(len(g.op.inputs))]
+    # Every input has the output's shape: its gradient is dY itself, and no op runs.
+    for i in range(len(g.op.inputs)):
+        g.pass_through(i, g.GO(0))
+    return []
 
 
 @register("WeightedSum", inputs=(2, None), outputs=1, allow_inplace=True,
