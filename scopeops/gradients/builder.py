@@ -94,6 +94,7 @@ Caffe2 compatibility layer sets to reproduce Caffe2's graphs exactly:
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -204,16 +205,30 @@ def _analyse(ops: Sequence[OperatorDef]) -> _ForwardVersions:
     return _ForwardVersions(ops)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Generator:
     """One contribution to a blob version's gradient (Caffe2's ``GradGenMeta``)."""
 
+    key: tuple[str, int]                   # the blob version it is the gradient of
     name: str
     ops: list[OperatorDef] | None = None   # the maker's ops; None for a pass-through
     op_index: int = 0
     output_index: int = 0
     # the name was chosen by GI() knowing the other contributions: never renamed
     final: bool = False
+
+
+def _working_copy(op: OperatorDef) -> OperatorDef:
+    """A copy of a forward op that makers may change (the caller's ops never change).
+
+    Only the makers of ops holding sub-nets change them (their nets' saved copies), so
+    only those are copied deeply.
+    """
+    if _has_subnet(op):
+        return op.copy()
+    working = copy.copy(op)
+    working.inputs, working.outputs, working.args = list(op.inputs), list(op.outputs), dict(op.args)
+    return working
 
 
 def _has_subnet(op: OperatorDef) -> bool:
@@ -251,7 +266,9 @@ class _Pass:
         self.holders: dict[str, set[str]] = {}
         self.grad_of: dict[tuple[str, int], str] = {}
         self.generators: dict[tuple[str, int], list[_Generator]] = {}
-        self.open_keys: set[tuple[str, int]] = set()
+        self.op_generator_count: dict[tuple[str, int], int] = {}
+        # generators of blob versions whose gradients are not summed yet, by name
+        self.pending: dict[str, list[_Generator]] = {}
         self.saves: dict[tuple[str, int], str] = {}
         self._counter = itertools.count()
 
@@ -281,24 +298,32 @@ class _Pass:
         """True when a gradient op writing ``name`` would clobber a gradient still needed:
         one in the map (of a blob whose entry this op does not replace) or one waiting
         to be summed (an op's that the sum will rename is ``exempt``)."""
-        if self.holders.get(name, set()) - replaced:
+        holders = self.holders.get(name)
+        if holders and not holders <= replaced:
             return True
-        for key in self.open_keys:
-            for gen in self.generators[key]:
-                if gen.name == name and (gen.ops is None or name not in exempt):
-                    return True
-        return False
+        return any(gen.ops is None or name not in exempt for gen in self.pending.get(name, ()))
 
     # -- generators --
 
     def pending_op_generators(self, key: tuple[str, int]) -> int:
-        return sum(1 for gen in self.generators.get(key, []) if gen.ops is not None)
+        return self.op_generator_count.get(key, 0)
 
-    def add_generator(self, key: tuple[str, int], gen: _Generator) -> None:
-        self.generators.setdefault(key, []).append(gen)
-        if len(self.forward.uses.get(key, [])) > 1:
+    def add_generator(self, gen: _Generator) -> None:
+        self.generators.setdefault(gen.key, []).append(gen)
+        if gen.ops is not None:
+            self.op_generator_count[gen.key] = self.op_generator_count.get(gen.key, 0) + 1
+        if len(self.forward.uses.get(gen.key, [])) > 1:
             # More uses may add gradients: this one waits for the sum.
-            self.open_keys.add(key)
+            self.pending.setdefault(gen.name, []).append(gen)
+
+    def close(self, key: tuple[str, int]) -> None:
+        """The walk reached the first use of ``key``: its gradients are summed now."""
+        for gen in self.generators.get(key, []):
+            waiting = self.pending.get(gen.name)
+            if waiting is not None and gen in waiting:
+                waiting.remove(gen)
+                if not waiting:
+                    del self.pending[gen.name]
 
 
 class GradientContext:
@@ -470,7 +495,7 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
     if not isinstance(ops, Sequence) or not all(isinstance(op, OperatorDef) for op in ops):
         raise TypeError("backward_ops takes a list of OperatorDef")
     seeds = _normalise_ys(ys)
-    forward_ops = [op.copy() for op in ops]
+    forward_ops = [_working_copy(op) for op in ops]
     _check_stop_gradients(forward_ops)
     options = {"makers": makers, "mark_gradient_ops": bool(mark_gradient_ops),
                "copy_arguments": bool(copy_arguments), "broadcast": broadcast}
@@ -487,9 +512,9 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
             given = seed_namer(blob)
             fill = create_operator("ConstantFill", [blob], [given], value=1.0)
             backward.append(fill)
-            state.add_generator(key, _Generator(given, [fill], 0, 0, final=True))
+            state.add_generator(_Generator(key, given, [fill], 0, 0, final=True))
         else:
-            state.add_generator(key, _Generator(given))
+            state.add_generator(_Generator(key, given))
         state.set_grad(blob, given)
         state.frontier[blob] = version
         state.grad_of[key] = given
@@ -511,8 +536,8 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
     grad_map = {blob: g for blob, g in state.grad.items() if g is not None}
     initial = {blob: g for (blob, version), g in state.grad_of.items() if version == 0}
     # Ops no maker changed stay the caller's objects.
-    kept = [original if copy == original else copy
-            for original, copy in zip(ops, forward_ops, strict=True)]
+    kept = [original if working == original else working
+            for original, working in zip(ops, forward_ops, strict=True)]
     return BackwardPass(ops=backward, grad_map=grad_map,
                         forward=insert_saves(kept, state.saves),
                         initial_grad_map=initial, saves=dict(state.saves))
@@ -666,7 +691,7 @@ def _protect(state: _Pass, op: OperatorDef, index: int, grad_ops: list[OperatorD
     for j, g in enumerate(g_input):
         if g is not None and g in written:
             key = (op.inputs[j], versions[j])
-            if any(gen.name == g and gen.ops is not None for gen in state.generators.get(key, [])):
+            if any(gen.key == key and gen.ops is not None for gen in state.pending.get(g, ())):
                 exempt.add(g)
     renames: dict[str, str] = {}
     for grad_op in grad_ops:
@@ -754,10 +779,10 @@ def _register(state: _Pass, index: int, op: OperatorDef, grad_ops: list[Operator
         key = (op.inputs[j], versions[j])
         made += [(k, o, key, g) for o, n in enumerate(grad_ops[k].outputs) if n == g]
     for k, o, key, g in sorted(made, key=lambda item: (item[0], item[1])):
-        state.add_generator(key, _Generator(g, grad_ops, k, o, final=final))
+        state.add_generator(_Generator(key, g, grad_ops, k, o, final=final))
     for j, g in enumerate(g_input):
         if g is not None and g not in last_writer:
-            state.add_generator((op.inputs[j], versions[j]), _Generator(g))
+            state.add_generator(_Generator((op.inputs[j], versions[j]), g))
     for j, (name, g) in enumerate(zip(op.inputs, g_input, strict=True)):
         if g is not None or name not in state.grad or name in op.outputs:
             state.set_grad(name, g)
@@ -778,7 +803,7 @@ def _accumulate(state: _Pass, index: int, net_name: str) -> list[OperatorDef]:
         if not uses or uses[0] != index:
             continue
         generators = state.generators.get(key, [])
-        state.open_keys.discard(key)
+        state.close(key)
         if len(uses) < 2 or len(generators) < 2:
             continue
         sums.append(_sum_generators(state, name, version, generators,
