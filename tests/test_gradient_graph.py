@@ -239,6 +239,31 @@ def test_sum_in_the_forward_net_passes_its_gradient_through():
     assert result.grad_map["fc"] == "agg_grad"
 
 
+def test_op_without_outputs_on_the_path_gets_no_gradient_and_marked_ops_are_caffe2s():
+    # Caffe2's FC, Print, AveragedLoss case: two gradient ops, both marked, nothing else.
+    # (Their exact input and output order belongs to the FC and AveragedLoss makers.)
+    forward = [so.create_operator("FC", ["in", "w", "b"], ["fc"]), OD("Print", ["fc"], []),
+               so.create_operator("AveragedLoss", ["fc"], ["loss"])]
+    result = backward_ops(forward, {"loss": "loss_grad"}, mark_gradient_ops=True,
+                          copy_arguments=True)
+    loss_grad, fc_grad = result.ops
+    assert loss_grad.outputs == ["fc_grad"] and set(loss_grad.inputs) == {"fc", "loss_grad"}
+    assert set(fc_grad.inputs) == {"in", "w", "fc_grad"}
+    assert set(fc_grad.outputs) == {"in_grad", "w_grad", "b_grad"}
+    for op in result.ops:
+        assert op.is_gradient_op and op.name == "" and op.device_option is None
+        assert op.engine == ""
+
+
+def test_explicit_sum_before_a_loss_has_exact_gradients():
+    net = so.Net("fc_sum_loss")
+    net.FC(["in", "w", "b"], ["fc"])
+    net.Sum(["fc"], ["agg"])
+    net.AveragedLoss(["agg"], ["loss"])
+    so.testing.gradient_check(net, {"in": rand(3, 4, seed=1), "w": rand(2, 4, seed=2),
+                                    "b": rand(2, seed=3)}, loss="loss")
+
+
 def test_op_without_outputs_still_counts_as_a_use_for_the_sum():
     net = so.Net("no_gradient_branch")
     net.Relu(["x1"], ["x2"])
@@ -306,6 +331,16 @@ def test_stop_gradient_beside_another_use():
     assert result.grad_map == {"out": "out_grad", "hidden2": "hidden2_grad",
                                "hidden3": "hidden3_grad", "hidden": "hidden_grad",
                                "in": "in_grad"}
+
+
+def test_in_place_stop_gradient_in_a_native_net():
+    net = so.Net("stop_in_place")
+    net.Relu(["in"], ["hidden"])
+    net.StopGradient(["hidden"], ["hidden"])
+    net.Relu(["hidden"], ["out"])
+    grads = so.add_gradient_ops(net, {"out": "out_grad"})
+    assert grads == {"out": "out_grad"}
+    assert [op.type for op in net.ops[3:]] == ["ReluGradient"]
 
 
 @pytest.mark.parametrize("outputs", [["y"], ["x"]], ids=["copy", "in_place"])
@@ -909,6 +944,71 @@ def test_zero_gradient_maker_is_asked_although_it_has_no_outputs():
                           makers=dict(TEST_MAKERS, ZeroGradient=zero_fill))
     assert result.ops[0] == OD("ConstantFill", ["cell"], ["cell_grad"], args={"value": 0.0})
     assert result.grad_map["cell"] == "cell_grad"
+
+
+def numeric_gradient(net, feeds, loss, wrt, eps=1e-6):
+    grad = np.zeros_like(feeds[wrt])
+    for index in np.ndindex(grad.shape):
+        values = []
+        for step in (eps, -eps):
+            ws = so.Workspace()
+            for name, value in feeds.items():
+                ws.feed_blob(name, value.copy())
+            ws[wrt][index] += step
+            ws.run_net_once(net)
+            values.append(float(np.sum(ws[loss])))
+        grad[index] = (values[0] - values[1]) / (2 * eps)
+    return grad
+
+
+def test_do_whose_body_only_passes_gradients_through_still_binds_them():
+    body = so.Net("sum_body")
+    body.Sum(["a", "v"], ["b"])
+    net = so.Net("do_of_sum")
+    net.CreateScope([], ["scope"])
+    net.add_op("Do", ["x", "w", "scope"], ["y", "scope"], net=body,
+               inner_blobs=["a", "v", "b"], outer_blobs_idx=[0, 1, 2])
+    net.Mul(["y", "y"], ["y2"])
+    net.SumElements(["y2"], ["loss"])
+    grads = so.add_gradient_ops(net, ["loss"])
+    x, w = rand(3, seed=1), rand(3, seed=2)
+    ws = so.Workspace()
+    ws.feed_blob("x", x)
+    ws.feed_blob("w", w)
+    ws.run_net_once(net)
+    np.testing.assert_allclose(ws[grads["x"]], 2 * (x + w))
+    np.testing.assert_allclose(ws[grads["w"]], 2 * (x + w))
+
+
+def test_while_with_an_if_body_under_caffe2_broadcasting_has_exact_gradients():
+    # The else branch, x = x + w, passes x's gradient to both x and w without an op.
+    net = so.Net("while_if_caffe2")
+    net.add_external_inputs("x", "w", "i", "n", "one", "limit")
+    body = so.Net("while_if_body")
+    body.add_external_inputs("x", "w", "i", "n", "one", "limit")
+    body.LT(["x", "limit"], ["small"])
+    grow = so.Net("grow")
+    grow.Mul(["x", "w"], ["tmp"])
+    grow.Copy(["tmp"], ["x"])
+    step = so.Net("step")
+    step.Add(["x", "w"], ["x"])
+    so.control.add_if(body, "small", grow, step)
+    body.Add(["i", "one"], ["i"])
+    cond = so.Net("while_if_cond")
+    cond.LT(["i", "n"], ["go"])
+    so.control.add_while(net, "go", body, cond)
+    net.SumElements(["x"], ["loss"])
+    forward = net.netdef.copy()
+    grads = so.add_gradient_ops(net, ["loss"], broadcast="caffe2")
+    feeds = {"x": np.array([0.5]), "w": np.array([1.5]), "i": np.array([0.0]),
+             "n": np.array([5.0]), "one": np.array([1.0]), "limit": np.array([2.0])}
+    ws = so.Workspace()
+    for name, value in feeds.items():
+        ws.feed_blob(name, value.copy())
+    ws.run_net_once(net)
+    for name in ("x", "w"):
+        np.testing.assert_allclose(ws[grads[name]], numeric_gradient(forward, feeds, "loss",
+                                                                     name), rtol=1e-5)
 
 
 def test_backward_ops_leaves_the_given_ops_unchanged():

@@ -84,7 +84,9 @@ def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
         fixed.ops = inner_pass.forward
         op.args["net"] = fixed
     bwd, inner_result = inner_pass.ops, inner_pass.initial_grad_map
-    if not bwd:
+    # A sub-net can pass gradients through without an op (Sum, or Add under Caffe2's
+    # broadcasting rule): the gradient Do is then still needed, to bind them.
+    if not bwd and not any(b.inner_of.get(outer) in inner_result for outer in op.inputs[:-1]):
         return None, {}
     bindings: dict[str, str] = {}
     grad_inputs: list[str] = []
@@ -103,7 +105,11 @@ def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
         target = gi_target(outer)
         inner_grad = inner_result[inner]
         if inner_grad in bindings and bindings[inner_grad] != target:
+            # One inner gradient given to several inputs (a pass-through) needs a copy
+            # bound to each of their outer gradients.
             alias = f"{inner_grad}_out"
+            while alias in bindings:
+                alias += "_"
             extra.append(_make("Copy", [inner_grad], [alias]))
             inner_grad = alias
         bindings[inner_grad] = target

@@ -22,13 +22,16 @@ def describe_op(op: OperatorDef, index: int, net_name: str) -> str:
     return f"{op.type} op {label} in net '{net_name or '<unnamed>'}'"
 
 
-def created_at(op: OperatorDef) -> str:
-    """The end of an error about ``op``: where it was created, if that was recorded.
+def created_at(op: OperatorDef, message: str = "") -> str:
+    """The end of an error about ``op``: where it was created, if that was recorded and
+    ``message`` (the error so far) does not say it already.
 
     Caffe2 printed the Python frames that created a failing operator; the site is
     in the message here so it survives logging and re-raising.
     """
-    return f" (the op was created at {op.debug_info})" if op.debug_info else ""
+    if not op.debug_info or op.debug_info in message:
+        return ""
+    return f" (the op was created at {op.debug_info})"
 
 
 def build_operator(op: OperatorDef, workspace: Any, index: int = 0,
@@ -44,7 +47,7 @@ def build_operator(op: OperatorDef, workspace: Any, index: int = 0,
         return operator
     except Exception as exc:
         raise OperatorError(f"Cannot build {describe_op(op, index, net_name)}: {exc}"
-                            f"{created_at(op)}") from exc
+                            f"{created_at(op, str(exc))}") from exc
 
 
 class NetExecutor:
@@ -85,11 +88,12 @@ class NetExecutor:
             if describe_op(op, index, self.netdef.name) in str(exc):
                 raise
             where = describe_op(op, index, self.netdef.name)
-            raise OperatorError(f"{where} failed: {exc}{created_at(op)}") from exc
+            raise OperatorError(f"{where} failed: {exc}{created_at(op, str(exc))}") from exc
         except Exception as exc:
             op = self.netdef.ops[index]
             raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: "
-                                f"{type(exc).__name__}: {exc}{created_at(op)}") from exc
+                                f"{type(exc).__name__}: {exc}"
+                                f"{created_at(op, str(exc))}") from exc
 
     def __iter__(self) -> Iterator[Operator]:
         return iter(self.operators)
