@@ -120,7 +120,14 @@ class OperatorDef:
     """One operator: ``type``, ``inputs``, ``outputs``, ``name``, ``args``, ``is_gradient_op``.
 
     ``device_option`` records the device scope the op was added in (None for the
-    default CPU).
+    default CPU). ``engine`` is Caffe2's engine name, kept and copied onto the
+    op's gradient ops but not used by this CPU build ("" for none).
+
+    ``debug_info`` says where the op was made (``File "...", line N, in f``: the
+    first frame outside scopeops when ``create_operator`` or ``Net.add_op`` made
+    it), so errors about the op can point there, as Caffe2's operator tracebacks
+    do. It is not part of the op's value: two ops made on different lines compare
+    equal, and ``to_dict`` leaves it out.
     """
 
     type: str
@@ -130,6 +137,8 @@ class OperatorDef:
     args: dict[str, Any] = field(default_factory=dict)
     is_gradient_op: bool = False
     device_option: Any = None
+    engine: str = ""
+    debug_info: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type:
@@ -142,6 +151,11 @@ class OperatorDef:
             raise TypeError("operator args must be a dict with str keys")
         self.args = {k: plain_arg(v) for k, v in self.args.items()}
         self.is_gradient_op = bool(self.is_gradient_op)
+        if not isinstance(self.engine, str):
+            raise TypeError(f"an operator engine must be a str, not {type(self.engine).__name__}")
+        if not isinstance(self.debug_info, str):
+            raise TypeError(f"an operator's debug_info must be a str, not "
+                            f"{type(self.debug_info).__name__}")
 
     def copy(self) -> "OperatorDef":
         """A deep copy (a definition that contains itself is copied with its cycle)."""
@@ -162,6 +176,8 @@ class OperatorDef:
         if self.device_option is not None:
             d["device_option"] = self.device_option.to_dict() \
                 if hasattr(self.device_option, "to_dict") else self.device_option
+        if self.engine:
+            d["engine"] = self.engine
         return d
 
     @classmethod
@@ -169,7 +185,7 @@ class OperatorDef:
         if not isinstance(d, dict):
             raise TypeError(f"OperatorDef.from_dict takes a dict, not {type(d).__name__}")
         unknown = set(d) - {"type", "inputs", "outputs", "name", "args", "is_gradient_op",
-                            "device_option"}
+                            "device_option", "engine"}
         if unknown:
             raise ValueError(f"unknown OperatorDef fields: {sorted(unknown)}")
         if "type" not in d:
@@ -183,14 +199,16 @@ class OperatorDef:
         return cls(type=d["type"], inputs=list(d.get("inputs", [])),
                    outputs=list(d.get("outputs", [])), name=d.get("name", ""),
                    args={k: _arg_from_dict(v) for k, v in args.items()},
-                   is_gradient_op=d.get("is_gradient_op", False), device_option=device)
+                   is_gradient_op=d.get("is_gradient_op", False), device_option=device,
+                   engine=d.get("engine", ""))
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={_arg_text(v)}" for k, v in self.args.items())
         label = f" '{self.name}'" if self.name else ""
         grad = " [gradient]" if self.is_gradient_op else ""
+        engine = f" [engine {self.engine}]" if self.engine else ""
         return (f"{self.type}{label}({', '.join(self.inputs)}) -> ({', '.join(self.outputs)})"
-                + (f" {{{args}}}" if args else "") + grad)
+                + (f" {{{args}}}" if args else "") + engine + grad)
 
 
 @dataclass(eq=True)

@@ -16,6 +16,7 @@ __all__ = [
     "BindingError",
     "StackError",
     "OperatorError",
+    "GradientError",
     "VariableError",
     "CheckpointError",
 ]
@@ -49,6 +50,17 @@ class OperatorError(ScopeError):
 
     The message names the operator type, its name or position and the net; the
     original error is chained as ``__cause__``.
+    """
+
+
+class GradientError(OperatorError, ValueError):
+    """The backward pass of a net cannot be built as the net is written.
+
+    Raised by ``add_gradient_ops`` (and ``backward_ops``) before anything is added:
+    an op on the gradient path that breaks its schema, a ``StopGradient`` whose
+    output nothing reads, a gradient op that needs a blob at a version the
+    forward pass has overwritten (the message says "version"), or a gradient
+    that no maker can build. A ``ValueError`` because the net is the bad input.
     """
 
 

@@ -9,6 +9,9 @@ themselves live in :mod:`scopeops.defs`, and running them in :mod:`scopeops.ops`
 from __future__ import annotations
 
 import itertools
+import sys
+import threading
+from types import FrameType
 from typing import Any, Iterable
 
 from scopeops.defs import NetDef, OperatorDef, as_netdef, blob_names
@@ -19,7 +22,7 @@ from scopeops.ops.executor import NetExecutor
 # OperatorDef, NetDef, as_netdef and NetExecutor are re-exported: scopeops.net was their
 # home before the definitions and the executor moved down a layer.
 __all__ = ["OperatorDef", "NetDef", "Net", "NetExecutor", "create_operator", "as_netdef",
-           "CURRENT_DEVICE_SCOPE"]
+           "creation_site", "CURRENT_DEVICE_SCOPE"]
 
 
 class _CurrentDeviceScope:
@@ -32,23 +35,43 @@ class _CurrentDeviceScope:
 CURRENT_DEVICE_SCOPE: Any = _CurrentDeviceScope()
 
 
+def creation_site() -> str:
+    """Where the caller's caller outside scopeops is: ``File "...", line N, in f``.
+
+    Walks a handful of frames and reads no file, so it is cheap enough to run for
+    every op made (Caffe2 records the same triple for its operator tracebacks).
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "scopeops" and not module.startswith("scopeops."):
+            code = frame.f_code
+            return f'File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}'
+        frame = frame.f_back
+    return ""
+
+
 def create_operator(type: str, inputs: Any, outputs: Any, name: str = "", *,
                     device_option: DeviceOption | None = CURRENT_DEVICE_SCOPE,
-                    is_gradient_op: bool = False, **args: Any) -> OperatorDef:
+                    is_gradient_op: bool = False, engine: str = "",
+                    **args: Any) -> OperatorDef:
     """An :class:`OperatorDef` (Caffe2 ``core.CreateOperator``).
 
     Only checks that ``type`` is registered (unknown types raise
     :class:`OperatorError` listing close matches); everything else is checked
     when the operator is built in a workspace. ``device_option`` defaults to the
     current DeviceScope; ``None`` records no device. Names are taken as they
-    are: only the :class:`Net` builder applies name scopes.
+    are: only the :class:`Net` builder applies name scopes. The op's
+    ``debug_info`` records the first caller outside scopeops, which errors about
+    the op quote.
     """
     lookup(type)
     if device_option is CURRENT_DEVICE_SCOPE:
         device_option = DEVICE_SCOPE.get()
     return OperatorDef(type=type, inputs=blob_names(inputs, "inputs"),
                        outputs=blob_names(outputs, "outputs"), name=name, args=args,
-                       is_gradient_op=bool(is_gradient_op), device_option=device_option)
+                       is_gradient_op=bool(is_gradient_op), device_option=device_option,
+                       engine=engine, debug_info=creation_site())
 
 
 def _scoped(names: list[str]) -> list[str]:
@@ -64,15 +87,44 @@ def _references(names: list[str]) -> Any:
     return tuple(BlobReference(n) for n in names)
 
 
+_AUTO_PREFIX_LOCK = threading.Lock()
+_AUTO_PREFIXES: set[str] = set()
+_NEXT_SUFFIX: dict[str, int] = {}
+
+
+def _unique_auto_prefix(name: str) -> str:
+    """``name``, or ``name_1``, ``name_2``... the first not taken by another Net yet.
+
+    Taken for the life of the process, as Caffe2 keeps every net name it handed out:
+    blobs named after a net may outlive it in a workspace.
+    """
+    with _AUTO_PREFIX_LOCK:
+        prefix = name
+        if prefix in _AUTO_PREFIXES:
+            suffix = _NEXT_SUFFIX.get(name, 1)
+            while f"{name}_{suffix}" in _AUTO_PREFIXES:
+                suffix += 1
+            prefix = f"{name}_{suffix}"
+            _NEXT_SUFFIX[name] = suffix + 1
+        _AUTO_PREFIXES.add(prefix)
+        return prefix
+
+
 class Net:
     """A net builder (Caffe2 ``core.Net``).
 
     ``net.add_op(type, inputs, outputs, **args)``, or the sugar
     ``net.<Type>(inputs, outputs, **args)`` for every registered type. ``outputs``
-    may be an int to let the net name them (``<net>/<Type>_<n>``). Plain ``str``
+    may be an int to let the net name them (``<prefix>/<Type>_<n>``). Plain ``str``
     names are prefixed with the current name scope when the op is added;
     :class:`BlobReference` names are already fully scoped and kept as they are.
     Returns the output as a BlobReference, or a tuple of them for several.
+
+    The net keeps the name it is given (workspaces keep built nets by name), but
+    the ``<prefix>`` of its automatic output names is unique in the process: the
+    first Net named ``"net"`` names its outputs ``net/Sum_0``, ``net/Sum_1``...,
+    a second Net named ``"net"`` uses ``net_1/...``, so two nets never write the
+    same automatic blob (see :attr:`auto_prefix`).
     """
 
     def __init__(self, name: str) -> None:
@@ -80,10 +132,16 @@ class Net:
             raise TypeError("a Net needs a non-empty str name")
         self._netdef = NetDef(name=name)
         self._auto = itertools.count()
+        self._auto_prefix = _unique_auto_prefix(name)
 
     @property
     def name(self) -> str:
         return self._netdef.name
+
+    @property
+    def auto_prefix(self) -> str:
+        """The prefix of this net's automatic output names: its name, made unique."""
+        return self._auto_prefix
 
     @property
     def netdef(self) -> NetDef:
@@ -100,7 +158,8 @@ class Net:
         if isinstance(outputs, int) and not isinstance(outputs, bool):
             if outputs < 0:
                 raise ValueError("the number of outputs must be >= 0")
-            outputs = [f"{self.name}/{type}_{next(self._auto)}" for _ in range(outputs)]
+            outputs = [f"{self._auto_prefix}/{type}_{next(self._auto)}"
+                       for _ in range(outputs)]
         op = create_operator(type, _scoped(blob_names(inputs, "inputs")),
                              _scoped(blob_names(outputs, "outputs")), name=name, **args)
         self._netdef.ops.append(op)

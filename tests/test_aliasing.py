@@ -193,6 +193,7 @@ ALIAS_CASES = {
                     ["da", "db"], {}),
     "Neg": ({"x": floats(3, 4)}, ["y"], {}),
     "Negative": ({"x": floats(3, 4)}, ["y"], {}),
+    "StopGradient": ({"x": floats(3, 4)}, ["y"], {}),
     "Not": ({"x": np.array([True, False])}, ["y"], {}),
     "Or": ({"a": np.array([[True, False]]), "b": np.array([False, False])}, ["c"], {}),
     "Pow": ({"x": floats(3, 4, low=0.1)}, ["y"], {"exponent": 2.5}),

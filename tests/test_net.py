@@ -2,12 +2,14 @@
 
 Pins docs/getting-started.md and the API reference (docs/api.md, "Operators and nets"), and
 docs/caffe2.md's deliberate difference 10 (an operator never reads a blob removed from its
-workspace).
+workspace) and its notes on automatic blob names and operator tracebacks.
 """
 
 import copy
+import inspect
 import json
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -660,3 +662,86 @@ def test_workspace_pushed_by_a_stack_has_the_class_of_its_parent():
     child = so.WorkspaceStack().push_forward_workspace(parent, {"x": "x"})
     assert isinstance(child, TaggedWorkspace)
     assert child.tag() == "tagged"
+
+
+# -- automatic names and operator tracebacks ----------------------------------------------
+
+
+def test_two_nets_of_the_same_name_never_share_automatic_blobs():
+    first, second = so.Net("net"), so.Net("net")
+    x_sum = first.Sum(["x", "x"], 1)
+    y_sum = second.Sum(["y", "y"], 1)
+    assert x_sum != y_sum
+    assert first.name == second.name == "net"
+    assert second.auto_prefix != first.auto_prefix
+    ws = so.Workspace()
+    ws.feed_blob("x", np.array([1.0]))
+    ws.feed_blob("y", np.array([5.0]))
+    ws.run_net_once(first)
+    ws.run_net_once(second)
+    assert ws[x_sum] == 2.0 and ws[y_sum] == 10.0
+
+
+def test_automatic_name_prefix_skips_a_prefix_another_net_holds():
+    base = so.Net("autoname_base")
+    explicit = so.Net(f"{base.auto_prefix}_1")
+    third = so.Net("autoname_base")
+    assert len({base.auto_prefix, explicit.auto_prefix, third.auto_prefix}) == 3
+    assert third.auto_prefix.startswith("autoname_base_")
+
+
+def test_nets_made_in_threads_get_distinct_prefixes():
+    prefixes = []
+
+    def make():
+        for _ in range(50):
+            prefixes.append(so.Net("threaded").auto_prefix)
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(prefixes)) == 200
+
+
+def test_ops_record_where_they_were_made_without_it_changing_their_value():
+    here = inspect.currentframe().f_lineno
+    first = so.create_operator("Relu", ["x"], ["y"])
+    second = so.create_operator("Relu", ["x"], ["y"])
+    assert first == second
+    assert first.debug_info == f'File "{__file__}", line {here + 1}, in ' \
+                               f'test_ops_record_where_they_were_made_without_it_changing_' \
+                               f'their_value'
+    assert "debug_info" not in first.to_dict()
+    assert so.OperatorDef.from_dict(first.to_dict()) == first
+
+
+def test_op_failing_to_build_names_the_line_that_made_it():
+    net = so.Net("traceback_build")
+    line = inspect.currentframe().f_lineno + 1
+    net.Mul(["a", "b"], ["c"])
+    with pytest.raises(so.OperatorError, match="non-existing input blob") as info:
+        so.Workspace().run_net_once(net)
+    assert f'File "{__file__}", line {line}' in str(info.value)
+
+
+def test_op_failing_while_running_names_the_line_that_made_it():
+    net = so.Net("traceback_run")
+    line = inspect.currentframe().f_lineno + 1
+    net.Add(["a", "b"], ["c"])
+    ws = so.Workspace()
+    ws.feed_blob("a", np.ones(3))
+    ws.feed_blob("b", np.ones(4))
+    with pytest.raises(so.OperatorError, match="cannot broadcast") as info:
+        ws.run_net_once(net)
+    assert f'File "{__file__}", line {line}' in str(info.value)
+
+
+def test_gradient_refusal_names_the_line_that_made_the_op():
+    net = so.Net("traceback_gradient")
+    line = inspect.currentframe().f_lineno + 1
+    net.Mul(["a"], ["b"])
+    with pytest.raises(so.GradientError) as info:
+        so.add_gradient_ops(net, ["b"])
+    assert f'File "{__file__}", line {line}' in str(info.value)

@@ -324,11 +324,12 @@ def test_output_of_one_op_used_in_another_scope_is_not_rescoped():
 
 def test_auto_named_outputs_are_scoped_once():
     net = so.Net("n")
+    prefix = net.auto_prefix        # "n", or "n_<k>" when another Net took "n" first
     with so.NameScope("a"):
         first = net.Copy(["x"], 1)
         second = net.Copy([first], 1)
-    assert first == "a/n/Copy_0" and second == "a/n/Copy_1"
-    assert net.ops[1].inputs == ["a/n/Copy_0"]
+    assert first == f"a/{prefix}/Copy_0" and second == f"a/{prefix}/Copy_1"
+    assert net.ops[1].inputs == [f"a/{prefix}/Copy_0"]
 
 
 def test_add_external_inputs_scopes_and_returns_blob_references():

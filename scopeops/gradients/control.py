@@ -14,7 +14,7 @@ from typing import Any
 
 from scopeops.defs import NetDef, OperatorDef, external_reads_writes
 from scopeops.errors import OperatorError
-from scopeops.gradients.builder import backward_ops, grad_name, insert_saves
+from scopeops.gradients.builder import backward_ops, grad_name
 from scopeops.net import create_operator
 from scopeops.ops.base import gradient
 
@@ -59,14 +59,15 @@ class _DoBindings:
 
 
 def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
-                   tag: str) -> tuple[Any, dict[str, str]]:
+                   tag: str, options: dict[str, Any]) -> tuple[Any, dict[str, str]]:
     """The gradient Do of the forward Do ``op`` (and the saved-copy fix-up of its subnet).
 
     ``go``: outer output -> its gradient blob. ``gi_target(outer_input)`` names
     the outer blob that receives an input's gradient (called only for inputs
     that get one). ``fwd_ref(outer)`` names the outer blob holding a forward
-    value the backward ops read. Returns (gradient Do or None, {outer input:
-    gradient blob written}).
+    value the backward ops read. ``options``: the outer pass's hooks, used for the
+    sub-net's pass too. Returns (gradient Do or None, {outer input: gradient blob
+    written}).
     """
 
     b = _DoBindings(op)
@@ -77,13 +78,15 @@ def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
             initial[inner] = grad_name(inner)
     if not initial:
         return None, {}
-    bwd, inner_result, saves = backward_ops(b.subnet.ops, initial, prefix=f"{tag}_",
-                                            external_only=True)
-    if saves:
+    inner_pass = backward_ops(b.subnet.ops, initial, prefix=f"{tag}_", **options)
+    if inner_pass.forward != b.subnet.ops:
         fixed = b.subnet.copy()
-        fixed.ops = insert_saves(fixed.ops, saves)
+        fixed.ops = inner_pass.forward
         op.args["net"] = fixed
-    if not bwd:
+    bwd, inner_result = inner_pass.ops, inner_pass.initial_grad_map
+    # A sub-net can pass gradients through without an op (Sum, or Add under Caffe2's
+    # broadcasting rule): the gradient Do is then still needed, to bind them.
+    if not bwd and not any(b.inner_of.get(outer) in inner_result for outer in op.inputs[:-1]):
         return None, {}
     bindings: dict[str, str] = {}
     grad_inputs: list[str] = []
@@ -102,7 +105,11 @@ def do_gradient_op(op: Any, go: dict[str, str], gi_target: Any, fwd_ref: Any,
         target = gi_target(outer)
         inner_grad = inner_result[inner]
         if inner_grad in bindings and bindings[inner_grad] != target:
+            # One inner gradient given to several inputs (a pass-through) needs a copy
+            # bound to each of their outer gradients.
             alias = f"{inner_grad}_out"
+            while alias in bindings:
+                alias += "_"
             extra.append(_make("Copy", [inner_grad], [alias]))
             inner_grad = alias
         bindings[inner_grad] = target
@@ -163,7 +170,7 @@ def _do_gradient(g: Any) -> list[Any]:
     go = {name: g.GO(j) for j, name in enumerate(op.outputs[:-1]) if g.GO(j) is not None}
     grad_do, _ = do_gradient_op(
         op, go, lambda outer: g.GI(op.inputs.index(outer), inplace_ok=True),
-        _fwd_ref_for(g), tag=f"do{g.index}")
+        _fwd_ref_for(g), tag=f"do{g.index}", options=g.options)
     return [grad_do] if grad_do is not None else []
 
 
@@ -180,14 +187,14 @@ def _if_gradient(g: Any) -> list[Any]:
             continue
         _, branch_writes = external_reads_writes(branch.ops)
         initial = {name: grad for name, grad in go.items() if name in branch_writes}
-        bwd, result, saves = backward_ops(
+        branch_pass = backward_ops(
             branch.ops, initial, prefix=f"if{g.index}_{key}_",
-            namer=_branch_namer(key, g.index), external_only=True)
-        if saves:
+            namer=_branch_namer(key, g.index), **g.options)
+        if branch_pass.forward != branch.ops:
             fixed = branch.copy()
-            fixed.ops = insert_saves(fixed.ops, saves)
+            fixed.ops = branch_pass.forward
             op.args[key] = fixed
-        results[key] = (bwd, result, set(branch_writes))
+        results[key] = (branch_pass.ops, branch_pass.initial_grad_map, set(branch_writes))
     # Inputs (not the condition) that receive a gradient in either branch.
     # Inputs (not the condition) that get a gradient: from a branch's backward pass,
     # or passed through unchanged by a branch that does not write them.
@@ -271,7 +278,8 @@ def _while_gradient(g: Any) -> list[Any]:
     carried_go = {n: grad_name(n) for n in body_outputs if n in go}
     for _ in range(len(body_outputs) + 1):
         grad_do, written = do_gradient_op(body.copy(), carried_go, grad_name,
-                                          lambda outer: outer, tag=f"while{g.index}")
+                                          lambda outer: outer, tag=f"while{g.index}",
+                                          options=g.options)
         missing = [n for n in written if n in body_outputs and n not in carried_go]
         if not missing:
             break
@@ -296,7 +304,8 @@ def _while_gradient(g: Any) -> list[Any]:
         iter_names[n] = f"{grad_name(n)}_while{g.index}_iter"
     targets = {n: (iter_names[n] if n in iter_names else grad_name(n)) for n in written}
     grad_do, _ = do_gradient_op(body, carried_go, lambda outer: targets[outer],
-                                lambda outer: outer, tag=f"while{g.index}")
+                                lambda outer: outer, tag=f"while{g.index}",
+                                options=g.options)
     for n, acc in accumulate.items():
         pre.append(_make("ConstantFill", [fwd_ref(n)], [acc], value=0.0))
     loop_ops = [grad_do] + [_make("Sum", [acc, iter_names[n]], [acc])

@@ -13,13 +13,25 @@ from scopeops.defs import NetDef, OperatorDef
 from scopeops.errors import OperatorError, ScopeError
 from scopeops.ops.base import Operator, lookup
 
-__all__ = ["NetExecutor", "build_operator", "describe_op"]
+__all__ = ["NetExecutor", "build_operator", "created_at", "describe_op"]
 
 
 def describe_op(op: OperatorDef, index: int, net_name: str) -> str:
     """How errors name an op: its type, its name (or index) and its net."""
     label = f"'{op.name}'" if op.name else f"#{index}"
     return f"{op.type} op {label} in net '{net_name or '<unnamed>'}'"
+
+
+def created_at(op: OperatorDef, message: str = "") -> str:
+    """The end of an error about ``op``: where it was created, if that was recorded and
+    ``message`` (the error so far) does not say it already.
+
+    Caffe2 printed the Python frames that created a failing operator; the site is
+    in the message here so it survives logging and re-raising.
+    """
+    if not op.debug_info or op.debug_info in message:
+        return ""
+    return f" (the op was created at {op.debug_info})"
 
 
 def build_operator(op: OperatorDef, workspace: Any, index: int = 0,
@@ -34,7 +46,8 @@ def build_operator(op: OperatorDef, workspace: Any, index: int = 0,
         operator: Operator = spec.cls(op, workspace)
         return operator
     except Exception as exc:
-        raise OperatorError(f"Cannot build {describe_op(op, index, net_name)}: {exc}") from exc
+        raise OperatorError(f"Cannot build {describe_op(op, index, net_name)}: {exc}"
+                            f"{created_at(op, str(exc))}") from exc
 
 
 class NetExecutor:
@@ -75,11 +88,12 @@ class NetExecutor:
             if describe_op(op, index, self.netdef.name) in str(exc):
                 raise
             where = describe_op(op, index, self.netdef.name)
-            raise OperatorError(f"{where} failed: {exc}") from exc
+            raise OperatorError(f"{where} failed: {exc}{created_at(op, str(exc))}") from exc
         except Exception as exc:
             op = self.netdef.ops[index]
             raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: "
-                                f"{type(exc).__name__}: {exc}") from exc
+                                f"{type(exc).__name__}: {exc}"
+                                f"{created_at(op, str(exc))}") from exc
 
     def __iter__(self) -> Iterator[Operator]:
         return iter(self.operators)

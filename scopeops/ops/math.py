@@ -38,8 +38,8 @@ from scopeops.ops.numeric_base import (
 __all__ = [
     "AbsOp", "AddOp", "AndOp", "CastOp", "CopyOp", "CosOp", "DivOp", "EQOp", "ExpOp", "GEOp",
     "GTOp", "LEOp", "LTOp", "LogOp", "MatMulOp", "MulOp", "NegOp", "NegativeOp", "NotOp",
-    "OrOp", "PowOp", "ScaleOp", "SinOp", "SqrOp", "SubOp", "SumElementsOp", "SumOp",
-    "SumReduceLikeOp", "WeightedSumOp",
+    "OrOp", "PowOp", "ScaleOp", "SinOp", "SqrOp", "StopGradientOp", "SubOp", "SumElementsOp",
+    "SumOp", "SumReduceLikeOp", "WeightedSumOp",
 ]
 
 
@@ -85,6 +85,21 @@ def _copy_gradient(g: Any) -> list[Any]:
 
 gradient("Copy")(_copy_gradient)
 gradient("CopyOnDeviceLike")(_copy_gradient)     # Caffe2 has none; a copy's is a copy
+
+
+@register("StopGradient", inputs=1, outputs=1, allow_inplace={(0, 0)}, gradient=NO_GRADIENT,
+          doc="Y = X (a copy, or nothing when in place), and no gradient flows back through "
+              "it: the backward pass treats X as a constant here. Its output must be read by "
+              "some op; use it in place (StopGradient(X, X)) to stop X's gradient before "
+              "it reaches X's producer.")
+class StopGradientOp(NumericOperator):
+    __slots__ = ()
+
+    def run(self) -> None:
+        x = self.tensor_input(0)
+        out = self.output(0, x.shape, x.dtype)
+        if out is not x:
+            np.copyto(out, x)
 
 
 # -- binary elementwise arithmetic ------------------------------------------------------------
@@ -199,16 +214,40 @@ class SubGradientOp(_BinaryGradient):
         np.negative(db, out=db)
 
 
-def _binary_maker(gradient_type: str) -> Any:
-    def make(g: Any) -> list[Any]:
-        return [g.make(gradient_type, [g.GO(0), g.I(0), g.I(1)], [g.GI(0), g.GI(1)])]
-
-    make.__name__ = f"{gradient_type}_maker"
-    return make
+def _shapes_kept(g: Any) -> bool:
+    """True when the pass may take C's gradient as A's and B's as they are: under
+    Caffe2's broadcasting rule, for an op without a ``broadcast`` argument."""
+    return bool(g.broadcast == "caffe2" and "broadcast" not in g.op.args)
 
 
-for _type in ("Add", "Sub"):
-    gradient(_type)(_binary_maker(f"{_type}Gradient"))
+@gradient("Add")
+def _add_gradient(g: Any) -> list[Any]:
+    if g.op.args.get("broadcast"):
+        # Caffe2's broadcasting: C has A's shape, and B's gradient is dC summed back.
+        g.pass_through(0, g.GO(0))
+        return [g.make("SumReduceLike", [g.GO(0), g.I(1)], [g.GI(1)],
+                       **present_args(g, "axis", "axis_str", "order"))]
+    # dA = dB = dC when nothing was broadcast (Caffe2's graph); numpy broadcasting can
+    # stretch either input, so otherwise an op sums dC back to each input's shape.
+    if _shapes_kept(g):
+        g.pass_through(0, g.GO(0))
+        g.pass_through(1, g.GO(0))
+        return []
+    return [g.make("AddGradient", [g.GO(0), g.I(0), g.I(1)], [g.GI(0), g.GI(1)])]
+
+
+@gradient("Sub")
+def _sub_gradient(g: Any) -> list[Any]:
+    if g.op.args.get("broadcast"):
+        g.pass_through(0, g.GO(0))
+        negated = f"{g.GI(1)}_autogen_pre_red"
+        return [g.make("Negative", [g.GO(0)], [negated]),
+                g.make("SumReduceLike", [negated, g.I(1)], [g.GI(1)],
+                       **present_args(g, "axis", "axis_str", "order"))]
+    if _shapes_kept(g):
+        g.pass_through(0, g.GO(0))
+        return [g.make("Negative", [g.GO(0)], [g.GI(1)])]
+    return [g.make("SubGradient", [g.GO(0), g.I(0), g.I(1)], [g.GI(0), g.GI(1)])]
 
 
 @register("SumReduceLike", inputs=2, outputs=1, allow_inplace=True,
@@ -617,7 +656,10 @@ class SumOp(NumericOperator):
 
 @gradient("Sum")
 def _sum_gradient(g: Any) -> list[Any]:
-    return [g.make("Copy", [g.GO(0)], [g.GI(i)]) for i in range(len(g.op.inputs))]
+    # Every input has the output's shape: its gradient is dY itself, and no op runs.
+    for i in range(len(g.op.inputs)):
+        g.pass_through(i, g.GO(0))
+    return []
 
 
 @register("WeightedSum", inputs=(2, None), outputs=1, allow_inplace=True,

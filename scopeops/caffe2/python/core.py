@@ -29,7 +29,7 @@ from scopeops.caffe2.translate import (
     operator_to_caffe2,
     operator_to_native,
 )
-from scopeops.gradients import add_gradient_ops, backward_ops, insert_saves
+from scopeops.gradients import add_gradient_ops, backward_ops
 from scopeops.ops.base import registered_operators, schema
 
 __all__ = [
@@ -791,10 +791,7 @@ class Net:
                 raise NotImplementedError(
                     "AddGradientOperators({y: None}) (a generated seed gradient in a dict) "
                     "needs the gradient builder's Caffe2 protocol; pass a list of such blobs")
-            forward = list(native.ops)
-            backward, grads, saves = backward_ops(forward, {str(y): str(g)
-                                                            for y, g in ys.items()})
-            native.ops[:] = insert_saves(forward, saves) + backward
+            grads = add_gradient_ops(native, {str(y): str(g) for y, g in ys.items()})
         else:
             grads = add_gradient_ops(native, [str(y) for y in ys])
         del self._net.op[:]
@@ -833,8 +830,9 @@ class GradientRegistry:
         native = operator_to_native(op)
         initial = {name: str(g) for name, g in zip(native.outputs, g_output, strict=True)
                    if g is not None}
-        grad_ops, grads, saves = backward_ops([native], initial)
-        if saves:
+        backward = backward_ops([native], initial)
+        grad_ops, grads = backward.ops, backward.grad_map
+        if backward.saves:
             raise NotImplementedError(f"the gradient of {op.type} here needs forward values "
                                       f"that the op overwrites; use Net.AddGradientOperators")
         return ([operator_to_caffe2(g) for g in grad_ops],
@@ -856,8 +854,9 @@ class GradientRegistry:
         ops = list(operators)
         _check_python_gradients(ops)
         native = [operator_to_native(op) for op in ops]
-        grad_ops, grads, saves = backward_ops(native, {str(k): str(v) for k, v in ys.items()})
-        if saves:
+        backward = backward_ops(native, {str(k): str(v) for k, v in ys.items()})
+        grad_ops, grads = backward.ops, backward.grad_map
+        if backward.saves:
             raise NotImplementedError("this backward pass needs forward values that later "
                                       "ops overwrite; use Net.AddGradientOperators")
         return ([operator_to_caffe2(g) for g in grad_ops],
