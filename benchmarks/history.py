@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.commits < 1:
         parser.error("N must be at least 1")
-    try:
-        import asv  # noqa: F401 - only checks that the bench extra is installed
-    except ImportError:
-        parser.error('asv is not installed: pip install ".[bench]"')
+    if not args.dry_run:
+        try:
+            import asv  # noqa: F401 - only checks that the bench extra is installed
+        except ImportError:
+            parser.error('asv is not installed: pip install ".[bench]"')
     try:
         hashes = _git("rev-list", f"--max-count={args.commits}", "HEAD").split()
         branch = _git("rev-parse", "--abbrev-ref", "HEAD")

@@ -166,3 +166,58 @@ def test_json_to_a_place_that_cannot_be_written_is_refused_before_measuring(tmp_
     assert result.returncode == 2
     assert "not a file in an existing directory" in result.stderr
     assert "measuring" not in result.stderr                # nothing was measured
+
+
+# -- benchmarks/history.py --------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HISTORY = os.path.join(ROOT, "benchmarks", "history.py")
+in_a_git_checkout = pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, ".git")) or not os.path.exists(HISTORY),
+    reason="needs the source checkout (git) that benchmarks/history.py measures")
+
+
+def git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@in_a_git_checkout
+def test_history_runs_asv_over_the_last_n_commits_and_publishes(tmp_path):
+    result = subprocess.run([sys.executable, HISTORY, "2", "--quick", "--dry-run"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    commits = git("rev-list", "--max-count=2", "HEAD").split()
+    assert lines[0] == f"{len(commits)} commit(s) of {branch}: " + " ".join(
+        c[:8] for c in commits)
+    steps = [line.split(" -m asv ")[1].split()[0] for line in lines[1:]]
+    assert steps == ["machine", "run", "publish"]
+    run = lines[2]
+    assert "--skip-existing-commits" in run and "--quick" in run and "HASHFILE:" in run
+
+
+@in_a_git_checkout
+def test_history_config_builds_from_source_with_absolute_paths_and_this_branch():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("history", HISTORY)
+    history = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(history)
+    config = history.history_config("some-branch")
+    with open(os.path.join(ROOT, "benchmarks", "asv.conf.json")) as handle:
+        original = json.load(handle)
+    assert config["repo"] == ROOT and config["branches"] == ["some-branch"]
+    for key in ("benchmark_dir", "env_dir", "results_dir", "html_dir"):
+        assert config[key] == os.path.join(ROOT, "benchmarks", original[key])
+    assert config["build_command"] == original["build_command"]      # built from source
+    assert "pip wheel" in " ".join(config["build_command"])
+    assert history.history_config(None)["branches"] == original["branches"]
+
+
+@in_a_git_checkout
+def test_history_refuses_no_commits(tmp_path):
+    result = subprocess.run([sys.executable, HISTORY, "0", "--dry-run"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "N must be at least 1" in result.stderr
