@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             print("$ " + " ".join(shlex.quote(part) for part in command), flush=True)
             if args.dry_run:
                 continue
-            status = subprocess.run(command, cwd=BENCHMARKS, check=False).returncode
+            # asv machine --yes still prints its questionnaire: keep only its errors.
+            quiet = subprocess.DEVNULL if command[3] == "machine" else None
+            status = subprocess.run(command, cwd=BENCHMARKS, stdout=quiet,
+                                    check=False).returncode
             if command[3] == "run":
                 # A commit that fails to build or a benchmark that fails is recorded as
                 # failed; the others are still worth publishing.
