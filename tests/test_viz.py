@@ -660,8 +660,10 @@ def test_without_dot_a_fresh_process_draws_both_pictures(tmp_path):
         so.viz.render(ws, {str(tmp_path / 'ws.png')!r})
     """)
     env = dict(os.environ, PATH=str(tmp_path / "bin"), PYTHONPATH=PACKAGE_PARENT)
+    # cwd: `python -c` puts it first on sys.path, and a source checkout's bare sources
+    # must not shadow the package under test.
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     svg_document(tmp_path / "ws.svg")
     assert png_size(tmp_path / "ws.png")[0] > 50
