@@ -156,3 +156,19 @@ def test_inspect_reports_a_missing_file_without_a_traceback(tmp_path):
     result = _run("inspect", str(tmp_path / "absent"))
     assert result.returncode == 1
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_options_pass_through_to_scopeops_bench():
+    result = _run("bench", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: scopeops bench")
+    for option in ("--quick", "--only", "--check", "--json FILE", "--quiet", "--list"):
+        assert option in result.stdout
+    listed = _run("bench", "--list", "--only", "C3")
+    assert listed.returncode == 0 and listed.stdout.startswith("C3 ")
+    assert _run("demo", "--json", "x").returncode == 2      # only bench takes bench's options
+
+
+def test_demo_help_offers_quiet():
+    result = _run("demo", "--help")
+    assert result.returncode == 0 and "--quiet" in result.stdout
