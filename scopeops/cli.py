@@ -7,9 +7,14 @@ import os
 import sys
 from typing import Sequence, TextIO
 
+import scopeops as so
+from scopeops.checkpoint import read_checkpoint_header
+
 __all__ = ["main"]
 
 
+# The demo (matplotlib) and the bench (timing loops and fixtures) are imported when their
+# command runs, so `scopeops inspect` and `--help` start without them.
 def _demo(args: argparse.Namespace) -> int:
     from scopeops.demo import DemoConfig, run_demo
     cfg = DemoConfig(steps=args.steps, seed=args.seed, out=args.out,
@@ -63,8 +68,6 @@ def _tree_glyphs(stream: TextIO) -> tuple[str, str]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import scopeops as so
-    from scopeops.checkpoint import read_checkpoint_header
     path = _printable(args.path)
     try:
         entries = read_checkpoint_header(args.path)
