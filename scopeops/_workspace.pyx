@@ -376,27 +376,22 @@ cdef class Workspace:
     # -- creation ------------------------------------------------------------
 
     cdef Blob c_create_local_blob(self, str name):
-        cdef Blob blob
         cdef PyObject* found = PyDict_GetItem(self._blobs, name)
         if found != NULL:
             return <Blob>found
-        blob = c_new_blob(name)
-        self._blobs[name] = blob
-        if self._n_bound and name in self._bound:
-            self._bound_exact = False
-        _note_change(name)
-        return blob
+        return _add_local(self, name)
 
     cdef Blob c_create_blob(self, str name):
-        cdef Blob blob = _find(self, name)
+        # Not cached: the name is about to be created, which would void the memo.
+        cdef Blob blob = _find_no_memo(self, name)
         if blob is not None:
             return blob
-        if name in self._forwarded:
+        if self._forwarded and name in self._forwarded:
             outer = (<_Forward>self._forwarded[name]).outer
             raise BlobNotFoundError(
                 f"Blob {name} is forwarded to blob {outer} of its parent workspace, which "
                 f"no longer has it: a dangling forward cannot be created")
-        return self.c_create_local_blob(name)
+        return _add_local(self, name)
 
     @cython.critical_section
     @cython.always_allow_keywords(False)
@@ -706,14 +701,30 @@ cdef int _copy_forwarded(Workspace ws, object names) except -1:
 
 
 cdef Blob _feed(Workspace ws, str key, object value):
-    if isinstance(value, Blob):
-        raise TypeError("a Blob cannot hold another Blob; feed its value instead")
-    cdef Blob blob = _find(ws, key)
-    if blob is None:
-        c_meta_of_value(value)   # registers the type now: if that fails, no blob is created
-        blob = ws.c_create_blob(key)
-    blob.c_set(value)
+    cdef Blob blob = _find_no_memo(ws, key)
+    if blob is not None:
+        blob.c_set(value)
+        return blob
+    if ws._forwarded and key in ws._forwarded:
+        ws.c_create_blob(key)    # raises: a dangling forward
+    blob = c_new_blob(key)
+    blob.c_set(value)            # refuses a Blob, registers the type: before any change
+    _insert_local(ws, key, blob)
     return blob
+
+
+cdef Blob _add_local(Workspace ws, str name):
+    """A new, empty local blob ``name`` (the caller knows there is none)."""
+    cdef Blob blob = c_new_blob(name)
+    _insert_local(ws, name, blob)
+    return blob
+
+
+cdef inline void _insert_local(Workspace ws, str name, Blob blob) except *:
+    ws._blobs[name] = blob
+    if ws._n_bound and name in ws._bound:
+        ws._bound_exact = False
+    _note_change(name)
 
 
 cdef inline Blob _find(Workspace ws, str name):
@@ -741,7 +752,30 @@ cdef inline Blob _find(Workspace ws, str name):
                 if target != Py_None:       # a live blob: the cache is right
                     entry.stamp = _epoch
                     return <Blob>target
-    return _walk(ws, name)
+    return _walk(ws, name, True)
+
+
+cdef inline Blob _find_no_memo(Workspace ws, str name):
+    """``_find`` for a caller about to create ``name`` if it is not found: a miss is
+    not memoised (the creation would void the memo at once)."""
+    cdef PyObject* found = PyDict_GetItem(ws._blobs, name)
+    cdef Workspace up
+    if found != NULL:
+        return <Blob>found
+    if ws._resolved is not None and PyDict_GetItem(ws._resolved, name) != NULL:
+        return _find(ws, name)
+    if ws._forwarded and PyDict_GetItem(ws._forwarded, name) != NULL:
+        return _walk(ws, name, False)
+    # The common case, a new name: up the shared chain while no forward is in the way.
+    up = ws._shared
+    while up is not None:
+        found = PyDict_GetItem(up._blobs, name)
+        if found != NULL:
+            return <Blob>found
+        if up._forwarded and PyDict_GetItem(up._forwarded, name) != NULL:
+            return _walk(ws, name, False)
+        up = up._shared
+    return None
 
 
 cdef inline bint _memo_valid(_Resolution memo) noexcept:
@@ -749,7 +783,7 @@ cdef inline bint _memo_valid(_Resolution memo) noexcept:
                                  or c_names_unchanged_since(memo.stamp, memo.names))
 
 
-cdef Blob _walk(Workspace start, str name):
+cdef Blob _walk(Workspace start, str name, bint memoise_misses):
     """Resolve ``name`` from ``start`` by walking local, forwarded and shared
     workspaces iteratively, then cache the answer in ``start`` and in every forward
     walked (so chains cost O(1) amortised from any depth).
@@ -811,8 +845,9 @@ cdef Blob _walk(Workspace start, str name):
             blob = None
             break
         went_up = True
-    if not went_up and forwards is None:
-        return blob     # answered by start alone: nothing worth caching
+    if (blob is None and not memoise_misses) or (not went_up and forwards is None):
+        return blob     # a miss about to be created, or answered by start alone
+
     memo = _Resolution.__new__(_Resolution)
     memo.blob_ref = None if blob is None else PyWeakref_NewRef(blob, None)
     memo.names = names if type(names) is str else tuple(<list>names)
