@@ -362,16 +362,10 @@ cdef class Workspace:
         BlobTypeError
             The blob is empty.
         """
-        cdef str key = _name(name)
-        cdef Blob blob = _find(self, key)
-        if blob is None:
-            raise BlobNotFoundError(f"Blob {key} not in the workspace")
-        if blob._meta is None:
-            return blob.get()   # raises: the blob is empty
-        return blob._value
+        return _fetch(self, name)
 
     def __getitem__(self, name):
-        return self.fetch_blob(name)
+        return _fetch(self, name)
 
     # -- creation ------------------------------------------------------------
 
@@ -874,6 +868,23 @@ cdef inline object _more_names(object names, object more):
             if name not in out:
                 out.append(name)
     return out
+
+
+cdef inline object _fetch(Workspace ws, object name):
+    """fetch_blob and ws[name]."""
+    cdef PyObject* found
+    if type(name) is str:
+        # The common case, a local name: no reference taken on the blob.
+        found = PyDict_GetItem(ws._blobs, name)
+        if found != NULL and (<Blob>found)._meta is not None:
+            return (<Blob>found)._value
+    cdef str key = _name(name)
+    cdef Blob blob = _find(ws, key)
+    if blob is None:
+        raise BlobNotFoundError(f"Blob {key} not in the workspace")
+    if blob._meta is None:
+        return blob.get()   # raises: the blob is empty
+    return blob._value
 
 
 cdef inline str _name(object name):
