@@ -59,8 +59,10 @@ class GradientError(OperatorError, ValueError):
     Raised by ``add_gradient_ops`` (and ``backward_ops``) before anything is added:
     an op on the gradient path that breaks its schema, a ``StopGradient`` whose
     output nothing reads, a gradient op that needs a blob at a version the
-    forward pass has overwritten (the message says "version"), or a gradient
-    that no maker can build. A ``ValueError`` because the net is the bad input.
+    forward pass has overwritten (the message says "version"), a gradient
+    that no maker can build, or a net that already has the backward pass it would
+    add (``add_gradient_ops`` called twice). A ``ValueError`` because the net is the
+    bad input.
     """
 
 

@@ -122,8 +122,8 @@ class DoOp(Operator):
         else:
             child = stack.push_forward_workspace(parent, self.bindings)
         if child is None:
-            raise OperatorError("Failed to initialize Do op workspace: the scope stack is empty"
-                                if self.is_gradient else "Failed to initialize Do op workspace")
+            raise OperatorError(self._empty_stack_message() if self.is_gradient
+                                else "Failed to initialize Do op workspace")
         try:
             executor = child.get_net(self.subnet.name) if self.subnet.name else None
             if executor is None:
@@ -136,6 +136,17 @@ class DoOp(Operator):
             raise
         if not self.is_gradient and self.copy_external_blobs:
             child.copy_forwarded_tensors(self.forwarded_inner)
+
+
+    def _empty_stack_message(self) -> str:
+        scope = self.definition.inputs[-1]
+        return (f"Failed to initialize Do op workspace: the scope stack is empty: the scope "
+                f"blob {scope} holds no workspace for this gradient Do to pop. A gradient Do "
+                f"pops the workspace its forward Do pushed, so one ran without its forward "
+                f"Do: most likely the backward pass was added twice (add_gradient_ops "
+                f"called again on the same net), or the net pops more than it pushes (more "
+                f"gradient Dos than forward Dos on {scope}, or a CreateScope clearing "
+                f"{scope} between them)")
 
 
 def _named(netdef: NetDef, op: Operator) -> NetDef:
