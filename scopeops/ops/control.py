@@ -10,6 +10,7 @@ nets in the same workspace.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,8 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
           args={"net": Arg(NetDef, None, doc="the sub-net"),
                 "inner_blobs": Arg(list, [], doc="inner names to bind"),
                 "outer_blobs_idx": Arg(list, [], doc="indices into inputs + outputs "
-                                       "(both without the scope blob)"),
+                                       "(both without the scope blob); left out, "
+                                       "inner_blobs[i] binds outer blob i"),
                 "saved_fwd_blobs": Arg(list, [], doc="informational: forward blobs the "
                                        "backward pass reads"),
                 "reuse_workspace": Arg(bool, False, doc="run in the workspace the last "
@@ -58,7 +60,8 @@ class DoOp(Operator):
         if self.copy_external_blobs and self.reuse_workspace:
             raise OperatorError("Reuse workspace and copy external blobs simultaneously in Do op")
         inner_blobs = list(self.args.get("inner_blobs") or [])
-        outer_idx = list(self.args.get("outer_blobs_idx") or [])
+        outer_idx = list(d.args["outer_blobs_idx"]) if "outer_blobs_idx" in d.args \
+            else list(range(len(inner_blobs)))   # left out: inner name i binds outer blob i
         if not all(isinstance(n, str) and n for n in inner_blobs):
             raise OperatorError("Invalid blob bindings: inner_blobs must be non-empty names")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in outer_idx):
@@ -70,14 +73,16 @@ class DoOp(Operator):
             raise OperatorError("Expected at least one input blob")
         outer_inputs = inputs[:-1]
         if len(set(outer_inputs)) != len(outer_inputs):
-            raise OperatorError("Duplicate input blobs")
+            raise OperatorError(f"Duplicate input blobs: {_repeated(outer_inputs)} (a Do binds "
+                                f"each outer blob once: list it once among the inputs)")
         if not outputs:
             raise OperatorError("Expected at least one output blob")
         if inputs[-1] != outputs[-1]:
             raise OperatorError("Expected same input/output workspace blob")
         outer_outputs = outputs[:-1]
         if len(set(outer_outputs)) != len(outer_outputs):
-            raise OperatorError("Duplicate output blobs")
+            raise OperatorError(f"Duplicate output blobs: {_repeated(outer_outputs)} (a Do "
+                                f"binds each outer blob once: list it once among the outputs)")
         outer = outer_inputs + outer_outputs
         bindings: dict[str, str] = {}
         used: set[str] = set()
@@ -147,6 +152,12 @@ class DoOp(Operator):
                 f"called again on the same net), or the net pops more than it pushes (more "
                 f"gradient Dos than forward Dos on {scope}, or a CreateScope clearing "
                 f"{scope} between them)")
+
+
+def _repeated(names: list[str]) -> str:
+    """The names that occur more than once, in order of first occurrence."""
+    counts = Counter(names)
+    return ", ".join(n for n in dict.fromkeys(names) if counts[n] > 1)
 
 
 def _named(netdef: NetDef, op: Operator) -> NetDef:
