@@ -6,10 +6,17 @@ binds, under inner names. A forward Do pushes (or, with ``reuse_workspace``,
 reuses the top); a gradient Do pops the workspace its forward Do pushed, so the
 backward ops see the forward step's local blobs. ``If`` and ``While`` run their
 nets in the same workspace.
+
+A forward Do also watches its stack: when it has pushed ``GROWTH_WARNING_DEPTH``
+workspaces more with no pop or clear seen in between, on a stack that no CreateScope
+or gradient Do ever emptied, a ``ResourceWarning`` says the stack only grows (once per
+stack). The check is a few attribute reads per push, in Python, off the C paths.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -18,10 +25,18 @@ import numpy as np
 from scopeops.defs import NetDef
 from scopeops.errors import OperatorError
 from scopeops.ops.base import Arg, Operator, register
-from scopeops.ops.create_scope import scope_stack
+from scopeops.ops.create_scope import (
+    mark_stack_looked_after,
+    scope_stack,
+    stack_is_looked_after,
+)
 from scopeops.ops.executor import NetExecutor
 
-__all__ = ["DoOp", "IfOp", "WhileOp"]
+__all__ = ["DoOp", "GROWTH_WARNING_DEPTH", "IfOp", "WhileOp"]
+
+#: Forward Do pushes one Do op makes on one stack, with no pop or clear seen in between,
+#: after which the stack is reported (once) as only growing, unless it is looked after.
+GROWTH_WARNING_DEPTH = 1000
 
 
 def _net_arg(op: Operator, name: str, message: str) -> NetDef:
@@ -47,7 +62,8 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
               "(the last input and output), with inner names bound to outer blobs.")
 class DoOp(Operator):
     __slots__ = ("subnet", "bindings", "is_gradient", "reuse_workspace",
-                 "copy_external_blobs", "forwarded_inner")
+                 "copy_external_blobs", "forwarded_inner", "_stack_seen", "_depth_seen",
+                 "_growth_from")
 
     def validate(self) -> None:
         d = self.definition
@@ -102,6 +118,11 @@ class DoOp(Operator):
             raise OperatorError("Not all outer names are used in blob bindings")
         self.bindings = bindings
         self.forwarded_inner = list(bindings)
+        # What this op saw of its stack: which one, its depth after our last push, and
+        # where the current run of pushes with no pop or clear in between started.
+        self._stack_seen: Any = None
+        self._depth_seen = 0
+        self._growth_from = 0
         ws = self.workspace
         self._check_scope_blob([ws.get_blob(n) for n in inputs],
                                [ws.get_blob(n) for n in outputs])
@@ -122,10 +143,18 @@ class DoOp(Operator):
         depth = len(stack)
         if self.is_gradient:
             child = stack.pop_gradient_workspace(parent, self.bindings)
+            if stack is not self._stack_seen:
+                mark_stack_looked_after(stack)
+                self._stack_seen = stack
         elif self.reuse_workspace and not stack.empty():
             child = stack.reuse_last_forward_workspace(parent, self.bindings)
         else:
             child = stack.push_forward_workspace(parent, self.bindings)
+            if stack is not self._stack_seen or depth < self._depth_seen:
+                self._stack_seen, self._growth_from = stack, depth   # popped or cleared
+            self._depth_seen = depth + 1
+            if depth + 1 - self._growth_from >= GROWTH_WARNING_DEPTH:
+                self._report_growth(stack, depth + 1)
         if child is None:
             raise OperatorError(self._empty_stack_message() if self.is_gradient
                                 else "Failed to initialize Do op workspace")
@@ -143,6 +172,24 @@ class DoOp(Operator):
             child.copy_forwarded_tensors(self.forwarded_inner)
 
 
+    def _report_growth(self, stack: Any, depth: int) -> None:
+        """One ResourceWarning per stack that forward Dos only push on, unless something
+        empties it (a CreateScope, a gradient Do) or it was reported already."""
+        self._growth_from = depth   # look again only after as many more pushes
+        if stack_is_looked_after(stack):
+            return
+        mark_stack_looked_after(stack)
+        scope = self.definition.inputs[-1]
+        warnings.warn(
+            f"Do: the workspace stack in scope blob {scope} only grows: {depth} workspaces"
+            f"{_holding(stack)} pushed by forward Do ops with none popped or cleared. "
+            f"Each run of a forward-only net pushes one more and keeps it. Put a "
+            f"CreateScope for {scope} before the Do (so.control.add_do does) so each run "
+            f"starts from an empty stack, or pass reuse_workspace=True to run in the same "
+            f"workspace every time, or add the backward pass (so.add_gradient_ops), whose "
+            f"gradient Do pops what the forward Do pushed.",
+            ResourceWarning, stacklevel=_caller_outside_scopeops())
+
     def _empty_stack_message(self) -> str:
         scope = self.definition.inputs[-1]
         return (f"Failed to initialize Do op workspace: the scope stack is empty: the scope "
@@ -152,6 +199,23 @@ class DoOp(Operator):
                 f"called again on the same net), or the net pops more than it pushes (more "
                 f"gradient Dos than forward Dos on {scope}, or a CreateScope clearing "
                 f"{scope} between them)")
+
+
+def _holding(stack: Any) -> str:
+    nbytes = stack.nbytes
+    return f" (holding {nbytes:,} bytes of blobs)" if nbytes else ""
+
+
+def _caller_outside_scopeops() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside scopeops."""
+    level, frame = 1, sys._getframe(1)   # level 1: the frame that calls warnings.warn
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "scopeops" and not module.startswith("scopeops."):
+            break
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _repeated(names: list[str]) -> str:
