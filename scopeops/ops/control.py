@@ -7,10 +7,10 @@ reuses the top); a gradient Do pops the workspace its forward Do pushed, so the
 backward ops see the forward step's local blobs. ``If`` and ``While`` run their
 nets in the same workspace.
 
-A forward Do also watches its stack: when it has pushed ``GROWTH_WARNING_DEPTH``
-workspaces more with no pop or clear seen in between, on a stack that no CreateScope
-or gradient Do ever emptied, a ``ResourceWarning`` says the stack only grows (once per
-stack). The check is a few attribute reads per push, in Python, off the C paths.
+A forward Do also watches its stack: when it finds it ``GROWTH_WARNING_DEPTH``
+workspaces deeper than at its first push, and no CreateScope or gradient Do ever
+emptied that stack, a ``ResourceWarning`` says the stack only grows (once per stack).
+The check is one comparison per push, in Python, off the C paths.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from scopeops.ops.executor import NetExecutor
 
 __all__ = ["DoOp", "GROWTH_WARNING_DEPTH", "IfOp", "WhileOp"]
 
-#: Forward Do pushes one Do op makes on one stack, with no pop or clear seen in between,
-#: after which the stack is reported (once) as only growing, unless it is looked after.
+#: How much deeper than at its first push a forward Do may find its stack before the stack
+#: is reported (once) as only growing, unless a CreateScope or a gradient Do empties it.
 GROWTH_WARNING_DEPTH = 1000
 
 
@@ -62,8 +62,7 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
               "(the last input and output), with inner names bound to outer blobs.")
 class DoOp(Operator):
     __slots__ = ("subnet", "bindings", "is_gradient", "reuse_workspace",
-                 "copy_external_blobs", "forwarded_inner", "_stack_seen", "_depth_seen",
-                 "_growth_from")
+                 "copy_external_blobs", "forwarded_inner", "_stack_seen", "_warn_at")
 
     def validate(self) -> None:
         d = self.definition
@@ -118,11 +117,10 @@ class DoOp(Operator):
             raise OperatorError("Not all outer names are used in blob bindings")
         self.bindings = bindings
         self.forwarded_inner = list(bindings)
-        # What this op saw of its stack: which one, its depth after our last push, and
-        # where the current run of pushes with no pop or clear in between started.
+        # The stack a gradient Do last marked as looked after, and the depth at which a
+        # forward Do looks at its stack's growth (-1: at the first push).
         self._stack_seen: Any = None
-        self._depth_seen = 0
-        self._growth_from = 0
+        self._warn_at = -1
         ws = self.workspace
         self._check_scope_blob([ws.get_blob(n) for n in inputs],
                                [ws.get_blob(n) for n in outputs])
@@ -150,11 +148,8 @@ class DoOp(Operator):
             child = stack.reuse_last_forward_workspace(parent, self.bindings)
         else:
             child = stack.push_forward_workspace(parent, self.bindings)
-            if stack is not self._stack_seen or depth < self._depth_seen:
-                self._stack_seen, self._growth_from = stack, depth   # popped or cleared
-            self._depth_seen = depth + 1
-            if depth + 1 - self._growth_from >= GROWTH_WARNING_DEPTH:
-                self._report_growth(stack, depth + 1)
+            if depth >= self._warn_at:   # the only cost on the usual path
+                self._watch_growth(stack, depth)
         if child is None:
             raise OperatorError(self._empty_stack_message() if self.is_gradient
                                 else "Failed to initialize Do op workspace")
@@ -172,17 +167,22 @@ class DoOp(Operator):
             child.copy_forwarded_tensors(self.forwarded_inner)
 
 
-    def _report_growth(self, stack: Any, depth: int) -> None:
-        """One ResourceWarning per stack that forward Dos only push on, unless something
-        empties it (a CreateScope, a gradient Do) or it was reported already."""
-        self._growth_from = depth   # look again only after as many more pushes
+    def _watch_growth(self, stack: Any, depth: int) -> None:
+        """At the first push, note where to look; there, one ResourceWarning per stack
+        that forward Dos only push on, unless something empties it (a CreateScope, a
+        gradient Do) or it was reported already."""
+        if self._warn_at < 0:   # the first push: look when the stack holds that many more
+            self._warn_at = depth + GROWTH_WARNING_DEPTH - 1
+            return
+        self._warn_at = depth + GROWTH_WARNING_DEPTH   # and again as many pushes later
         if stack_is_looked_after(stack):
             return
         mark_stack_looked_after(stack)
         scope = self.definition.inputs[-1]
         warnings.warn(
-            f"Do: the workspace stack in scope blob {scope} only grows: {depth} workspaces"
-            f"{_holding(stack)} pushed by forward Do ops with none popped or cleared. "
+            f"Do: the workspace stack in scope blob {scope} only grows: {depth + 1} "
+            f"workspaces{_holding(stack)} pushed by forward Do ops with none popped or "
+            f"cleared. "
             f"Each run of a forward-only net pushes one more and keeps it. Put a "
             f"CreateScope for {scope} before the Do (so.control.add_do does) so each run "
             f"starts from an empty stack, or pass reuse_workspace=True to run in the same "
