@@ -310,7 +310,9 @@ def measure_c3(quick: bool) -> dict[str, Any]:
     return {
         "nogil_push_pop_ns": best_op, "nogil_empty_pair_ns": best_floor, "ratio_floor": ratio,
         "rows": [Row("nogil push+pop pair (C API)", format_ns(best_op),
-                     f"empty C pair {format_ns(best_floor)}", format_ratio(ratio), "<= 3 ns",
+                     # The target is in ns: the compared column shows ns, the ratio beside.
+                     f"empty C pair {format_ns(best_floor)}",
+                     f"{format_ns(best_op)} ({format_ratio(ratio)})", "<= 3 ns",
                      best_op <= 3.0)],
     }
 
