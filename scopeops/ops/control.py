@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections import Counter
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -208,7 +209,8 @@ def _holding(stack: Any) -> str:
 
 def _caller_outside_scopeops() -> int:
     """The ``stacklevel`` that makes a warning point at the first caller outside scopeops."""
-    level, frame = 1, sys._getframe(1)   # level 1: the frame that calls warnings.warn
+    level = 1
+    frame: FrameType | None = sys._getframe(1)   # level 1: the frame that calls warnings.warn
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if module != "scopeops" and not module.startswith("scopeops."):
