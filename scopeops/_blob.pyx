@@ -8,7 +8,6 @@ allocates nothing, and a shrink or a same-size reshape reuses the memory
 
 cimport cython
 from cpython.ref cimport PyObject
-from cpython.long cimport PyLong_AsSsize_t
 from cpython.number cimport PyNumber_Index
 from cpython.exc cimport PyErr_Clear
 
@@ -31,6 +30,8 @@ _import_array()
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
+    # Unchecked by Cython: -1 with OverflowError set is handled (cleared) by the caller.
+    Py_ssize_t _as_ssize_t_or_minus_one "PyLong_AsSsize_t"(object) noexcept
 
 cdef object _np_empty = np.empty
 cdef object _np_copyto = np.copyto
@@ -115,7 +116,7 @@ cdef inline bint _same_shape(PyArrayObject* arr, tuple dims) noexcept:
         d = dims[i]
         if type(d) is not int:
             return False
-        if PyLong_AsSsize_t(d) != have[i]:
+        if _as_ssize_t_or_minus_one(d) != have[i]:   # -1 (and an error) when too large
             PyErr_Clear()
             return False
     return True

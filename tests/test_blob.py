@@ -2,6 +2,7 @@
 
 import gc
 import re
+import sys
 import tracemalloc
 import weakref
 
@@ -388,6 +389,18 @@ def test_tensor_replaces_a_non_tensor_value():
     array = blob.tensor((3,), np.float32)
     assert blob.meta == so.type_meta(np.ndarray)
     assert blob.get() is array
+
+
+def test_tensor_of_a_huge_size_beside_an_owned_buffer_reports_nothing_unraisable(monkeypatch):
+    # The fast path compares the asked shape with the array's in C: a size too large for
+    # a C integer must read as "not the same shape", not print "Exception ignored".
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    blob = so.Blob()
+    blob.tensor((2, 3), np.float32)
+    with pytest.raises(ValueError, match="too large"):
+        blob.tensor((2, 2**70), np.float32)
+    assert unraisable == []
 
 
 # --- tensor() over a value stored with set() ---------------------------------------------------
