@@ -98,6 +98,17 @@ def test_an_operator_reading_a_misspelt_blob_suggests_the_workspace_name():
         model_workspace().run_net_once(net)
 
 
+def test_an_operator_whose_input_was_removed_suggests_the_renamed_blob():
+    ws = model_workspace()
+    net = so.Net("model")
+    net.Scale(["weights"], ["scaled"], scale=2.0)
+    ws.create_net(net)
+    ws.rename_blob("weights", "weights_v2")
+    with pytest.raises(so.OperatorError, match=r"input blob weights is no longer in the "
+                                               r"workspace; did you mean weights_v2\?"):
+        ws.run_net("model")
+
+
 # -- operator types ---------------------------------------------------------------------------
 
 
