@@ -21,12 +21,13 @@ from libc.string cimport memcpy
 import numpy as np
 
 from scopeops._blob cimport Blob, c_new_blob
-from scopeops._types cimport c_meta_of_value
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
     PyArray_BASE, PyArray_Check, plain_array, array_dtype, array_shape,
 )
-from scopeops.errors import BindingError, BlobNotFoundError, BlobTypeError, ScopeError
+from scopeops.errors import (
+    BindingError, BlobNotFoundError, BlobTypeError, ScopeError, did_you_mean,
+)
 
 _import_array()
 
@@ -64,6 +65,12 @@ cdef enum:
 cdef PyObject* _change_log[CHANGE_LOG_SIZE]
 # How many changes were ever logged: the structure epoch.
 cdef unsigned long long _epoch = 0
+
+
+cdef object _not_found(Workspace ws, str name, str message, bint local=False):
+    """A BlobNotFoundError whose message suggests close names, worked out only when read."""
+    return BlobNotFoundError(message, name=name,
+                             visible=ws.local_blobs if local else ws.blobs)
 
 
 cdef inline void _note_change(object name) noexcept:
@@ -430,7 +437,7 @@ cdef class Workspace:
     def __delitem__(self, name):
         cdef str key = _name(name)
         if key not in self._blobs:
-            raise BlobNotFoundError(f"Blob {key} is not in the local blob list")
+            raise _not_found(self, key, f"Blob {key} is not in the local blob list", True)
         _removed = self._blobs.pop(key)   # dies after the change is logged, like remove_blob's
         _note_change(key)
 
@@ -449,7 +456,8 @@ cdef class Workspace:
         cdef str new_name = c_check_name(new)
         cdef Blob blob
         if old_name not in self._blobs:
-            raise BlobNotFoundError(f"Blob {old_name} is not in the local blob list")
+            raise _not_found(self, old_name, f"Blob {old_name} is not in the local blob list",
+                             True)
         if _find(self, new_name) is not None:
             raise BindingError(f"Blob {new_name} is already in the workspace")
         blob = self._blobs.pop(old_name)
@@ -636,7 +644,8 @@ cdef int _check_outer_blobs(Workspace parent, dict bindings) except -1:
     for inner, outer in bindings.items():
         if _find(parent, <str>outer) is None:
             raise BindingError(f"Invalid parent workspace blob: {outer} "
-                               f"(bound to inner name {inner})")
+                               f"(bound to inner name {inner})"
+                               f"{did_you_mean(outer, parent.blobs())}")
     return 0
 
 
@@ -881,7 +890,7 @@ cdef inline object _fetch(Workspace ws, object name):
     cdef str key = _name(name)
     cdef Blob blob = _find(ws, key)
     if blob is None:
-        raise BlobNotFoundError(f"Blob {key} not in the workspace")
+        raise _not_found(ws, key, f"Blob {key} not in the workspace")
     if blob._meta is None:
         return blob.get()   # raises: the blob is empty
     return blob._value
