@@ -53,7 +53,11 @@ class Workspace(_workspace.Workspace):
         """The net built here under ``name``, or None."""
         if not isinstance(name, str):
             raise TypeError(f"a net name must be a str, not {type(name).__name__}")
-        return self._net_map().get(name)
+        try:   # _net_map(), inlined: a Do looks its sub-net up on every run
+            nets = self._nets
+        except AttributeError:
+            return None
+        return nets.get(name)
 
     def nets(self) -> list[str]:
         """Names of the nets built here."""
