@@ -28,12 +28,14 @@ the net uses) installed. Pickle is for your own processes, never for data from e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import sys
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -354,19 +356,22 @@ class DataParallel:
         """Each shard in a task of its own, spread over the workers in turn."""
         workers = sorted(self._client.scheduler_info().get("workers", {}))
         held = []
-        for k, shard in enumerate(shards):
-            placement = {"workers": [workers[k % len(workers)]],
-                         "allow_other_workers": True} if workers else {}
-            held.append(self._client.submit(
-                _hold_shard, {name: shard[name] for name in self._spec.data},
-                key=f"scopeops-shard-{self._spec.token}-{next(self._keys)}", **placement))
+        with _data_in_tasks():
+            for k, shard in enumerate(shards):
+                placement = {"workers": [workers[k % len(workers)]],
+                             "allow_other_workers": True} if workers else {}
+                held.append(self._client.submit(
+                    _hold_shard, {name: shard[name] for name in self._spec.data},
+                    key=f"scopeops-shard-{self._spec.token}-{next(self._keys)}", **placement))
         return held
 
     def _step(self, held: list[Any], rows: list[int]) -> float:
         client = self._client
-        tasks = [client.submit(_shard_gradients, self._spec, self._params, shard,
-                               key=f"scopeops-gradients-{self._spec.token}-{next(self._keys)}")
-                 for shard in held]
+        with _data_in_tasks():
+            tasks = [client.submit(_shard_gradients, self._spec, self._params, shard,
+                                   key=f"scopeops-gradients-{self._spec.token}-"
+                                       f"{next(self._keys)}")
+                     for shard in held]
         # Released when this returns or raises (Dask then stops what is still queued); an
         # explicit cancel would cost a round trip to the scheduler on every step.
         results = client.gather(tasks)
@@ -389,6 +394,16 @@ class DataParallel:
         for name, param in self._params.items():
             so.accumulate(param, accumulated[name], -self._lr)
         return mean_loss
+
+
+@contextlib.contextmanager
+def _data_in_tasks() -> Iterator[None]:
+    """Shards and parameters go inside their tasks on purpose, so that Dask can run a task
+    again elsewhere; its advice for a large graph (scatter the data, pass futures) would
+    leave nothing to rebuild a lost shard from, so that warning is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+        yield
 
 
 def _describe(value: Any) -> str:

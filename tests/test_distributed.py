@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -202,6 +203,15 @@ def test_a_worker_killed_mid_step_loses_nothing(client, tmp_path):
     for name, value in reference.params.items():
         np.testing.assert_array_equal(survivor.params[name], value)
     client.wait_for_workers(2, timeout=30)         # the nanny brought the worker back
+
+
+def test_a_large_shard_travels_in_its_task_without_dasks_large_graph_warning(client):
+    shards = mlp_shards([480_000, 3])                 # 15 MiB of x and target
+    trainer = DataParallel(client, mlp(), mlp_params(), "loss")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.step(shards)
+    assert not [w for w in caught if "large graph" in str(w.message)]
 
 
 # -- progress ------------------------------------------------------------------------
