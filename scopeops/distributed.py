@@ -57,6 +57,9 @@ __all__ = ["DataParallel"]
 
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
+# A shard handed to the cluster: its future, and the placement of its gradient tasks.
+_Held = tuple[Any, dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class _ReplicaSpec:
@@ -352,26 +355,31 @@ class DataParallel:
             rows.append(shard_rows)
         return rows
 
-    def _hold(self, shards: Sequence[Mapping[str, np.ndarray]]) -> list[Any]:
-        """Each shard in a task of its own, spread over the workers in turn."""
+    def _hold(self, shards: Sequence[Mapping[str, np.ndarray]]) -> list[_Held]:
+        """Each shard in a task of its own, spread over the workers in turn: (its future,
+        where its gradients are to be computed)."""
         workers = sorted(self._client.scheduler_info().get("workers", {}))
         held = []
         with _data_in_tasks():
             for k, shard in enumerate(shards):
+                # Loose: when that worker is gone, anywhere will do.
                 placement = {"workers": [workers[k % len(workers)]],
                              "allow_other_workers": True} if workers else {}
-                held.append(self._client.submit(
+                future = self._client.submit(
                     _hold_shard, {name: shard[name] for name in self._spec.data},
-                    key=f"scopeops-shard-{self._spec.token}-{next(self._keys)}", **placement))
+                    key=f"scopeops-shard-{self._spec.token}-{next(self._keys)}", **placement)
+                held.append((future, placement))
         return held
 
-    def _step(self, held: list[Any], rows: list[int]) -> float:
+    def _step(self, held: list[_Held], rows: list[int]) -> float:
         client = self._client
         with _data_in_tasks():
+            # Each shard's gradients where the shard is: the scheduler would otherwise
+            # sometimes move a shard to the other worker, at a copy per step.
             tasks = [client.submit(_shard_gradients, self._spec, self._params, shard,
                                    key=f"scopeops-gradients-{self._spec.token}-"
-                                       f"{next(self._keys)}")
-                     for shard in held]
+                                       f"{next(self._keys)}", **placement)
+                     for shard, placement in held]
         # Released when this returns or raises (Dask then stops what is still queued); an
         # explicit cancel would cost a round trip to the scheduler on every step.
         results = client.gather(tasks)
