@@ -35,7 +35,6 @@ cdef extern from "Python.h":
 
 cdef object _np_empty = np.empty
 cdef object _np_uint8 = np.dtype(np.uint8)
-cdef object _np_copyto = np.copyto
 
 # The largest tensor tensor() makes: no 64-bit processor gives a process more than
 # 2**56 bytes of address space (x86-64 with 5-level paging; others give less), so a
@@ -417,7 +416,7 @@ cdef int _take_tensor(Blob blob, object value) except -1:
         blob._value = plain.view(c_dtype_meta(array_dtype(plain)).dtype)
     else:
         blob.c_tensor(array_shape(plain), array_dtype(plain))
-        _np_copyto(blob._value, plain)
+        np.copyto(blob._value, plain)   # rare (read-only or unaligned memory): no need to be fast
     return 0
 
 
