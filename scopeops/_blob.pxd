@@ -23,6 +23,7 @@ cdef class Blob:
     cdef bint _is_tensor
     cdef DTypeCode _dtype_code
     cdef readonly object name
+    cdef object __weakref__     # lookup caches hold blobs weakly
 
     cdef int c_set(self, object value) except -1
     cdef object c_tensor(self, object shape, object dtype)

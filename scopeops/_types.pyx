@@ -397,12 +397,25 @@ cpdef TypeMeta type_meta(object spec):
     return c_meta_of_value(spec)
 
 
+# The last class c_meta_of_value found among the strongly held ones, and its meta:
+# values fed in a loop are mostly of one type.
+cdef type _last_class = None
+cdef TypeMeta _last_class_meta = None
+
+
 cdef TypeMeta c_meta_of_value(object value):
     """The meta of a value: its type's meta, registered on first sight."""
+    global _last_class, _last_class_meta
     cdef type cls = type(value)
     if cls is _ndarray:
         return TENSOR_META
-    cdef TypeMeta meta = _class_meta(cls)
+    if cls is _last_class:
+        return _last_class_meta
+    cdef TypeMeta meta = _by_pytype.get(cls)
+    if meta is not None:
+        _last_class, _last_class_meta = cls, meta    # held strongly anyway: no leak
+        return meta
+    meta = _class_meta(cls)
     if meta is not None:
         return meta
     # Decide by the real type (a __class__ property can make isinstance lie, and

@@ -16,6 +16,7 @@ cdef class Workspace:
     cdef bint _initialised
     cdef bint _is_shared_parent  # some workspace reads through to this one
     cdef dict _spare_buffers    # name -> byte buffer of a removed snapshot, for reuse
+    cdef dict _resolved         # name -> _Resolution: where non-local names resolve
     cdef object __weakref__
 
     cdef Blob c_find(self, str name)
@@ -36,6 +37,9 @@ cdef bint c_same_bindings(object bindings, dict bound)
 # created, removed or renamed; forwardings added, removed or rebound), so that
 # callers may cache resolved blobs and drop the cache when it moves.
 cdef unsigned long long c_structure_epoch() noexcept nogil
+# Has no change since the epoch was ``stamp`` named one of ``names`` (a str or a tuple
+# of str)? Callers caching by name need not drop their cache on a change elsewhere.
+cdef bint c_names_unchanged_since(unsigned long long stamp, object names) noexcept
 
 # Can a stack reuse ``ws`` for ``parent`` with no bindings, without rebinding?
 # Inline so that the nogil push path makes no call across modules.

@@ -12,7 +12,8 @@ threads.
 """
 
 cimport cython
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from cpython.weakref cimport PyWeakref_NewRef
 from cpython.dict cimport PyDict_GetItemWithError as PyDict_GetItem
 from cpython.unicode cimport PyUnicode_FromObject, PyUnicode_GET_LENGTH
 from libc.string cimport memcpy
@@ -39,6 +40,31 @@ cdef enum:
     # gives up with ScopeError rather than loop for ever.
     COPY_ATTEMPTS = 8
 
+cdef extern from "Python.h":
+    PyObject* PyWeakref_GET_OBJECT(object ref)
+    PyObject* Py_None
+
+
+# -- the change log ----------------------------------------------------------------------
+#
+# Every change that can alter what a name resolves to (a local blob created, removed or
+# renamed; a forwarding added, removed or rebound) is logged with that name. Caches of
+# resolved lookups record the log position they saw and the names their walk went
+# through; they stay valid while no later change names one of them, so a change
+# elsewhere costs a cached lookup one scan of the few entries since, never a new walk.
+
+cdef enum:
+    CHANGE_LOG_SIZE = 256                # a power of two
+    CHANGE_LOG_MASK = CHANGE_LOG_SIZE - 1
+    # A workspace caches at most this many non-local resolutions (names looked up that
+    # are not found are cached too), then starts again.
+    RESOLUTION_CACHE_LIMIT = 4096
+    # A change touching more names than this is logged as one change of every name.
+    CHANGE_NAMES_LOGGED = CHANGE_LOG_SIZE // 8
+
+# The name of change k is at k & CHANGE_LOG_MASK (an owned reference; NULL: every name).
+cdef PyObject* _change_log[CHANGE_LOG_SIZE]
+# How many changes were ever logged: the structure epoch.
 cdef unsigned long long _epoch = 0
 
 cdef enum:
@@ -46,9 +72,50 @@ cdef enum:
     WORKSPACE_STATE_VERSION = 1
 
 
-cdef inline void _bump_epoch() noexcept:
+cdef inline void _note_change(object name) noexcept:
+    """Log a change of what ``name`` (a str, or None for every name) resolves to."""
     global _epoch
+    cdef Py_ssize_t slot = <Py_ssize_t>(_epoch & CHANGE_LOG_MASK)
+    cdef PyObject* old = _change_log[slot]
+    if name is None:
+        _change_log[slot] = NULL
+    else:
+        Py_INCREF(name)
+        _change_log[slot] = <PyObject*>name
     _epoch += 1
+    Py_XDECREF(old)     # a str: freeing it runs no Python code
+
+
+cdef void _note_changes(object names) noexcept:
+    """Log a change of each of ``names`` (an iterable of str); many count as every name."""
+    if len(names) > CHANGE_NAMES_LOGGED:
+        _note_change(None)
+        return
+    for name in names:
+        _note_change(name)
+
+
+cdef bint c_names_unchanged_since(unsigned long long stamp, object names) noexcept:
+    """Has no change logged since ``stamp`` named one of ``names`` (a str or a tuple of
+    str)? False when the log no longer reaches back that far."""
+    cdef unsigned long long k
+    cdef PyObject* logged
+    if stamp == _epoch:
+        return True
+    if _epoch - stamp > CHANGE_LOG_SIZE:
+        return False
+    for k in range(stamp, _epoch):
+        logged = _change_log[k & CHANGE_LOG_MASK]
+        if logged == NULL:
+            return False
+        if type(names) is str:
+            if _same_str(<str>logged, <str>names):
+                return False
+        else:
+            for name in <tuple>names:
+                if _same_str(<str>logged, <str>name):
+                    return False
+    return True
 
 
 cdef unsigned long long c_structure_epoch() noexcept nogil:
@@ -92,6 +159,17 @@ def deep_nbytes(roots):
 def structure_epoch():
     """A counter that moves whenever any name's resolution may have changed."""
     return _epoch
+
+
+def names_unchanged_since(stamp, names):
+    """True when no change since ``structure_epoch()`` returned ``stamp`` can have
+    altered what ``names`` (a str or a tuple of str) resolve to, anywhere."""
+    if not isinstance(names, (str, tuple)) or (
+            isinstance(names, tuple) and not all(type(n) is str for n in names)):
+        raise TypeError("names must be a str or a tuple of str")
+    if isinstance(names, str) and type(names) is not str:
+        names = str(names)
+    return c_names_unchanged_since(stamp, names)
 
 
 cdef str c_check_name(object name):
@@ -157,13 +235,23 @@ cdef Workspace c_check_parent(object parent):
 
 @cython.final
 @cython.freelist(64)
+cdef class _Resolution:
+    """Where a name resolved: the blob (weakly: a cache never keeps a removed blob
+    alive) or None for not found, the names the walk went through, and the change log
+    position it is valid at."""
+    cdef object blob_ref            # weakref.ref to the Blob, or None: not found
+    cdef object names               # a str, or a tuple of str
+    cdef unsigned long long stamp
+
+
+@cython.final
+@cython.freelist(64)
 cdef class _Forward:
     """A forwarding: inner name -> ``outer`` in ``parent``, with a memo of where it
-    resolves, valid while the structure epoch has not moved since."""
+    resolves (a _Resolution, or None)."""
     cdef Workspace parent
     cdef str outer
-    cdef Blob resolved
-    cdef unsigned long long resolved_at   # epoch + 1 when the memo is valid; 0 never
+    cdef _Resolution memo
 
     def __repr__(self):
         return f"<forward to {self.outer} of {self.parent!r}>"
@@ -216,7 +304,8 @@ cdef class Workspace:
             (<Workspace>shared)._is_shared_parent = True
         self._shared = shared
         self._initialised = True
-        _bump_epoch()
+        if self._is_shared_parent and shared is not None:
+            _note_change(None)   # children made before this late __init__ now read further
 
     @classmethod
     def from_bindings(cls, parent, bindings):
@@ -293,27 +382,22 @@ cdef class Workspace:
     # -- creation ------------------------------------------------------------
 
     cdef Blob c_create_local_blob(self, str name):
-        cdef Blob blob
         cdef PyObject* found = PyDict_GetItem(self._blobs, name)
         if found != NULL:
             return <Blob>found
-        blob = c_new_blob(name)
-        self._blobs[name] = blob
-        if self._n_bound and name in self._bound:
-            self._bound_exact = False
-        _bump_epoch()
-        return blob
+        return _add_local(self, name)
 
     cdef Blob c_create_blob(self, str name):
-        cdef Blob blob = _find(self, name)
+        # Not cached: the name is about to be created, which would void the memo.
+        cdef Blob blob = _find_no_memo(self, name)
         if blob is not None:
             return blob
-        if name in self._forwarded:
+        if self._forwarded and name in self._forwarded:
             outer = (<_Forward>self._forwarded[name]).outer
             raise BlobNotFoundError(
                 f"Blob {name} is forwarded to blob {outer} of its parent workspace, which "
                 f"no longer has it: a dangling forward cannot be created")
-        return self.c_create_local_blob(name)
+        return _add_local(self, name)
 
     @cython.critical_section
     @cython.always_allow_keywords(False)
@@ -351,7 +435,7 @@ cdef class Workspace:
             return False
         _removed = <Blob>found   # dies after the dict is consistent (a __del__ may run code)
         del self._blobs[key]
-        _bump_epoch()
+        _note_change(key)
         return True
 
     @cython.critical_section
@@ -359,8 +443,8 @@ cdef class Workspace:
         cdef str key = _name(name)
         if key not in self._blobs:
             raise BlobNotFoundError(f"Blob {key} is not in the local blob list")
-        _removed = self._blobs.pop(key)   # dies after the epoch moved, like remove_blob's
-        _bump_epoch()
+        _removed = self._blobs.pop(key)   # dies after the change is logged, like remove_blob's
+        _note_change(key)
 
     @cython.critical_section
     def rename_blob(self, old, new):
@@ -385,7 +469,8 @@ cdef class Workspace:
         blob.name = new_name
         if self._n_bound and new_name in self._bound:
             self._bound_exact = False
-        _bump_epoch()
+        _note_change(old_name)
+        _note_change(new_name)
         return blob
 
     # -- listings ------------------------------------------------------------
@@ -459,7 +544,7 @@ cdef class Workspace:
         if to_add:
             for inner, target in to_add:
                 self._forwarded[inner] = target
-            _bump_epoch()
+            _note_changes([inner for inner, _ in to_add])
         return 0
 
     @cython.critical_section
@@ -506,7 +591,8 @@ cdef class Workspace:
                 new_forwarded[inner] = _new_forward(parent, outer)
         # The old dicts (and removed blobs) die in the caller, once the stack is
         # consistent: a value's __del__ may run Python code that uses the stack.
-        graveyard.append((self._forwarded, self._blobs))
+        old_forwarded = self._forwarded
+        graveyard.append((old_forwarded, self._blobs))
         self._forwarded, self._blobs = new_forwarded, new_blobs
         if spares:
             if self._spare_buffers is None:
@@ -516,7 +602,8 @@ cdef class Workspace:
         self._bound = bindings
         self._n_bound = len(bindings)
         self._bound_exact = True
-        _bump_epoch()
+        # Bound names changed; unless the bindings were the same, every forward too.
+        _note_changes(bindings.keys() if same else set(bindings) | set(old_forwarded))
         return 0
 
     cdef Workspace c_new_child(self, dict bindings):
@@ -590,7 +677,8 @@ cdef class Workspace:
         self._bound_exact = bound_parent is not None and _bindings_in_place(self)
         self._bound_checked_at = 0
         self._initialised = True
-        _bump_epoch()
+        if self._is_shared_parent:
+            _note_change(None)   # children made before may have cached names it now has
 
     def __copy__(self):
         raise TypeError("a shallow copy of a Workspace would share its Blob objects with "
@@ -742,35 +830,110 @@ cdef int _copy_forwarded(Workspace ws, object names) except -1:
 
 
 cdef Blob _feed(Workspace ws, str key, object value):
-    if isinstance(value, Blob):
-        raise TypeError("a Blob cannot hold another Blob; feed its value instead")
-    cdef Blob blob = _find(ws, key)
-    if blob is None:
-        c_meta_of_value(value)   # registers the type now: if that fails, no blob is created
-        blob = ws.c_create_blob(key)
-    blob.c_set(value)
+    cdef Blob blob = _find_no_memo(ws, key)
+    if blob is not None:
+        blob.c_set(value)
+        return blob
+    if ws._forwarded and key in ws._forwarded:
+        ws.c_create_blob(key)    # raises: a dangling forward
+    blob = c_new_blob(key)
+    blob.c_set(value)            # refuses a Blob, registers the type: before any change
+    _insert_local(ws, key, blob)
     return blob
+
+
+cdef Blob _add_local(Workspace ws, str name):
+    """A new, empty local blob ``name`` (the caller knows there is none)."""
+    cdef Blob blob = c_new_blob(name)
+    _insert_local(ws, name, blob)
+    return blob
+
+
+cdef inline void _insert_local(Workspace ws, str name, Blob blob) except *:
+    ws._blobs[name] = blob
+    if ws._n_bound and name in ws._bound:
+        ws._bound_exact = False
+    _note_change(name)
 
 
 cdef inline Blob _find(Workspace ws, str name):
     """The blob ``name`` resolves to from ``ws``, or None: local, forwarded, shared.
 
-    Forwards resolve lazily (a parent's later changes are always seen); every
-    forward walked memoises the result until the structure epoch moves, and a
-    valid memo met on the way ends the walk, so chains cost O(1) amortised from
-    any depth.
-    Removing a blob can close a forwarding cycle; Brent's cycle detection ends
-    the walk there (not found) in O(1) memory.
+    A local name costs one dict lookup. Any other name is looked up in the
+    workspace's resolution cache, valid while no change since names one of the names
+    its walk went through (see the change log): O(1) at any depth, and a change
+    elsewhere does not drop it.
     """
+    cdef PyObject* found = PyDict_GetItem(ws._blobs, name)
+    cdef PyObject* target
+    cdef _Resolution entry
+    if found != NULL:
+        return <Blob>found
+    if ws._resolved is not None:
+        found = PyDict_GetItem(ws._resolved, name)
+        if found != NULL:
+            entry = <_Resolution>found
+            if entry.stamp == _epoch or c_names_unchanged_since(entry.stamp, entry.names):
+                if entry.blob_ref is None:
+                    entry.stamp = _epoch
+                    return None
+                target = PyWeakref_GET_OBJECT(entry.blob_ref)
+                if target != Py_None:       # a live blob: the cache is right
+                    entry.stamp = _epoch
+                    return <Blob>target
+    return _walk(ws, name, True)
+
+
+cdef inline Blob _find_no_memo(Workspace ws, str name):
+    """``_find`` for a caller about to create ``name`` if it is not found: a miss is
+    not memoised (the creation would void the memo at once)."""
+    cdef PyObject* found = PyDict_GetItem(ws._blobs, name)
+    cdef Workspace up
+    if found != NULL:
+        return <Blob>found
+    if ws._resolved is not None and PyDict_GetItem(ws._resolved, name) != NULL:
+        return _find(ws, name)
+    if ws._forwarded and PyDict_GetItem(ws._forwarded, name) != NULL:
+        return _walk(ws, name, False)
+    # The common case, a new name: up the shared chain while no forward is in the way.
+    up = ws._shared
+    while up is not None:
+        found = PyDict_GetItem(up._blobs, name)
+        if found != NULL:
+            return <Blob>found
+        if up._forwarded and PyDict_GetItem(up._forwarded, name) != NULL:
+            return _walk(ws, name, False)
+        up = up._shared
+    return None
+
+
+cdef inline bint _memo_valid(_Resolution memo) noexcept:
+    return memo is not None and (memo.stamp == _epoch
+                                 or c_names_unchanged_since(memo.stamp, memo.names))
+
+
+cdef Blob _walk(Workspace start, str name, bint memoise_misses):
+    """Resolve ``name`` from ``start`` by walking local, forwarded and shared
+    workspaces iteratively, then cache the answer in ``start`` and in every forward
+    walked (so chains cost O(1) amortised from any depth).
+
+    Removing a blob can close a forwarding cycle; Brent's cycle detection ends the
+    walk there (not found) in O(1) memory.
+    """
+    cdef Workspace ws = start
+    cdef str requested = name
     cdef PyObject* found
-    cdef _Forward first = None
-    cdef list walked = None             # forwards after the first (rare: chains)
+    cdef list forwards = None           # the forwards walked
+    cdef object names = name            # the names walked: a str, or a list of str
     cdef _Forward fwd
+    cdef _Resolution memo
     cdef Blob blob
     cdef PyObject* seen_ws = NULL       # Brent's saved state (ws, name)
     cdef PyObject* seen_name = NULL
     cdef Py_ssize_t power = 1
     cdef Py_ssize_t steps = 0
+    cdef PyObject* target
+    cdef bint went_up = False
     while True:
         found = PyDict_GetItem(ws._blobs, name)
         if found != NULL:
@@ -780,16 +943,22 @@ cdef inline Blob _find(Workspace ws, str name):
             found = PyDict_GetItem(ws._forwarded, name)
             if found != NULL:
                 fwd = <_Forward>found
-                if fwd.resolved_at == _epoch + 1:
-                    blob = fwd.resolved
-                    break
-                if first is None:
-                    first = fwd
-                else:
-                    if walked is None:
-                        walked = []
-                    walked.append(fwd)
+                if forwards is None:
+                    forwards = []
+                forwards.append(fwd)
+                memo = fwd.memo
+                if _memo_valid(memo):
+                    if memo.blob_ref is None:
+                        blob = None
+                    else:
+                        target = PyWeakref_GET_OBJECT(memo.blob_ref)
+                        blob = None if target == Py_None else <Blob>target
+                    if memo.blob_ref is None or blob is not None:
+                        names = _more_names(names, memo.names)
+                        break
                 ws = fwd.parent
+                if not _same_str(fwd.outer, name):
+                    names = _more_names(names, fwd.outer)
                 name = fwd.outer
                 if <PyObject*>ws == seen_ws and <PyObject*>name == seen_name:
                     blob = None     # a forwarding cycle: nothing at its end
@@ -804,14 +973,36 @@ cdef inline Blob _find(Workspace ws, str name):
         if ws is None:
             blob = None
             break
-    if first is not None:
-        first.resolved = blob
-        first.resolved_at = _epoch + 1
-        if walked is not None:      # every forward walked: O(1) later from any depth
-            for fwd in walked:
-                fwd.resolved = blob
-                fwd.resolved_at = _epoch + 1
+        went_up = True
+    if (blob is None and not memoise_misses) or (not went_up and forwards is None):
+        return blob     # a miss about to be created, or answered by start alone
+
+    memo = _Resolution.__new__(_Resolution)
+    memo.blob_ref = None if blob is None else PyWeakref_NewRef(blob, None)
+    memo.names = names if type(names) is str else tuple(<list>names)
+    memo.stamp = _epoch
+    if forwards is not None:
+        for fwd in forwards:
+            fwd.memo = memo
+    if start._resolved is None:
+        start._resolved = {}
+    elif len(start._resolved) >= RESOLUTION_CACHE_LIMIT:
+        start._resolved.clear()
+    start._resolved[requested] = memo
     return blob
+
+
+cdef inline object _more_names(object names, object more):
+    """``names`` (a str or a list) with ``more`` (a str or a tuple) added, as a list."""
+    cdef list out = [names] if type(names) is str else <list>names
+    if type(more) is str:
+        if more not in out:
+            out.append(more)
+    else:
+        for name in <tuple>more:
+            if name not in out:
+                out.append(name)
+    return out
 
 
 cdef inline str _name(object name):
@@ -953,7 +1144,7 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
             if ws._n_bound and name in ws._bound:
                 ws._bound_exact = False
         committed = True
-        _bump_epoch()
+        _note_changes([plan[i][0] for i in range(n)])
         del graveyard
         return True
     finally:

@@ -25,6 +25,7 @@ from scopeops._stack import WorkspaceStack
 from scopeops.defs import NetDef, as_netdef
 from scopeops.errors import BlobNotFoundError, BlobTypeError
 from scopeops.gradients import grad_name
+from scopeops.progress import Progress
 from scopeops.workspace import Workspace
 
 __all__ = ["accumulate", "accumulate_microbatches", "microbatch_slices"]
@@ -188,6 +189,7 @@ def accumulate_microbatches(
     reduction: str = "mean",
     zero: bool = True,
     scope: str = DEFAULT_SCOPE,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Run ``net`` over ``batch`` in micro-batches; accumulate parameter gradients.
 
@@ -227,6 +229,10 @@ def accumulate_microbatches(
     scope : str
         The parent blob holding the :class:`WorkspaceStack`; created when absent
         and kept, so a later call reuses the pushed workspace and its buffers.
+    progress : bool
+        True shows progress over the micro-batches on stderr (a live tqdm bar in
+        a terminal, a line per quarter elsewhere, see :mod:`scopeops.progress`).
+        Off by default: a library call stays silent.
 
     Returns
     -------
@@ -255,6 +261,8 @@ def accumulate_microbatches(
         raise TypeError("scope must be a non-empty blob name")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, not {type(progress).__name__}")
     if grads is None:
         grad_of = {p: grad_name(p) for p in param_names}
     else:
@@ -290,7 +298,10 @@ def accumulate_microbatches(
     executor = None
     paired_with = None
     pairs: list[tuple[Blob, Blob]] = []
-    for k, rows_k in enumerate(slices):
+    parts: Iterable[slice] = slices
+    if progress:   # tqdm closes the bar when the loop ends, by exhaustion or by an error
+        parts = Progress(slices, total=microbatches, desc="micro-batches", unit="batch")
+    for k, rows_k in enumerate(parts):
         weight = (rows_k.stop - rows_k.start) / rows if reduction == "mean" else 1.0
         child = stack.push_forward_workspace(workspace, bindings)
         try:

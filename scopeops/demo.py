@@ -13,7 +13,6 @@ reused), and accumulates the gradients into the parent with ``so.accumulate``.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Mapping, TextIO
 import numpy as np
 
 import scopeops as so
+from scopeops.progress import Progress
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "run_demo_distributed"]
 
@@ -38,6 +38,7 @@ class DemoConfig:
     hidden: int = 24
     learning_rate: float = 0.1
     momentum: float = 0.9
+    quiet: bool = False          # no progress bar (the results are still printed)
 
 
 @dataclass
@@ -47,8 +48,9 @@ class DemoResult:
     r2_after: float
     plot: str | None
     tree: str
-    picture: str | None
+    picture: str | None          # workspace.svg
     seconds: float
+    picture_png: str | None = None
 
 
 def _teacher(cfg: DemoConfig, rng: np.random.Generator) -> tuple[Any, Any, Any]:
@@ -96,13 +98,6 @@ def _build_forward_net(cfg: DemoConfig, params: Mapping[str, str]) -> so.Net:
     return net
 
 
-def _progress(out: TextIO, done: int, total: int, loss: float, width: int = 30) -> None:
-    filled = int(width * done / total)
-    out.write(f"\r  training [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-              f"loss {loss:.5f}")
-    out.flush()
-
-
 def _r2(prediction: np.ndarray, target: np.ndarray) -> float:
     residual = float(((prediction - target) ** 2).sum())
     total = float(((target - target.mean()) ** 2).sum())
@@ -133,7 +128,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
             params["bo"] = so.get_variable("bo", (1,), initializer=so.initializers.zeros())
     names = list(params.values())
     for name in names:
-        root.feed_blob(f"{name}/grad_sum", np.zeros_like(root.fetch_blob(name)))
+        root.feed_blob(f"{name}_grad_sum", np.zeros_like(root.fetch_blob(name)))
         root.feed_blob(f"{name}/velocity", np.zeros_like(root.fetch_blob(name)))
 
     net = _build_training_net(cfg, params)
@@ -156,10 +151,11 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
     out.write(f"  held-out R^2 before training: {r2_before:.3f}\n")
     losses: list[float] = []
     h0 = np.zeros((micro, cfg.hidden), np.float32)
-    for step_index in range(cfg.steps):
+    def train_step() -> float:
+        """One step: the batch in micro-batches, their gradients averaged, a momentum update."""
         x, y = _make_data(cfg, cfg.batch, teacher, rng)
         for name in names:
-            root.fetch_blob(f"{name}/grad_sum")[...] = 0.0
+            root.fetch_blob(f"{name}_grad_sum")[...] = 0.0
         loss = 0.0
         for m in range(cfg.micro_batches):
             # One micro-batch in a workspace pushed from the parameters: the
@@ -176,18 +172,23 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
             child.run_net("train")
             loss += float(child.fetch_blob("loss")) / cfg.micro_batches
             for name in names:
-                so.accumulate(root.fetch_blob(f"{name}/grad_sum"),
+                so.accumulate(root.fetch_blob(f"{name}_grad_sum"),
                               child.fetch_blob(f"{name}_grad"), 1.0 / cfg.micro_batches)
             stack.pop_gradient_workspace(root)
         for name in names:
             velocity = root.fetch_blob(f"{name}/velocity")
             np.multiply(velocity, cfg.momentum, out=velocity)
-            so.accumulate(velocity, root.fetch_blob(f"{name}/grad_sum"), -cfg.learning_rate)
+            so.accumulate(velocity, root.fetch_blob(f"{name}_grad_sum"), -cfg.learning_rate)
             so.accumulate(root.fetch_blob(name), velocity)
-        losses.append(loss)
-        if step_index % 10 == 0 or step_index == cfg.steps - 1:
-            _progress(err, step_index + 1, cfg.steps, loss)
-    err.write("\n")
+        return loss
+
+    # A live bar in a terminal, a line per quarter through a pipe, nothing with --quiet.
+    with Progress(total=cfg.steps, desc="  training", unit="step", file=err,
+                  enabled=not cfg.quiet) as bar:
+        for _ in range(cfg.steps):
+            losses.append(train_step())
+            bar.set_postfix(loss=f"{losses[-1]:.5f}", refresh=False)
+            bar.update()
     shown = sorted({0, len(losses) // 4, len(losses) // 2, 3 * len(losses) // 4, len(losses) - 1})
     for i in shown:
         out.write(f"  step {i + 1:5d}  loss {losses[i]:.5f}\n")
@@ -198,10 +199,10 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
     tree = so.viz.tree(root)
     with open(os.path.join(cfg.out, "workspace_tree.txt"), "w") as handle:
         handle.write(tree)
-    picture = _picture(root, os.path.join(cfg.out, "workspace.svg"), out)
+    pictures = _pictures(root, cfg.out, out)
     seconds = time.perf_counter() - started
     out.write(f"  done in {seconds:.1f} s; outputs in {cfg.out}/\n")
-    return DemoResult(losses, r2_before, r2_after, plot, tree, picture, seconds)
+    return DemoResult(losses, r2_before, r2_after, plot, tree, pictures[0], seconds, pictures[1])
 
 
 def _plot(losses: list[float], path: str, out: TextIO) -> str | None:
@@ -227,15 +228,22 @@ def _plot(losses: list[float], path: str, out: TextIO) -> str | None:
     return path
 
 
-def _picture(root: Any, path: str, out: TextIO) -> str | None:
-    if shutil.which("dot") is None:
-        out.write("  workspace picture skipped: Graphviz's `dot` is not installed "
-                  "(apt-get install graphviz, brew install graphviz, or conda install "
-                  "graphviz); the text tree is in workspace_tree.txt\n")
-        return None
-    so.viz.render(root, path)
-    out.write(f"  wrote {path}\n")
-    return path
+def _pictures(root: Any, directory: str, out: TextIO) -> tuple[str | None, str | None]:
+    """The workspace tree as workspace.svg and workspace.png: drawn by Graphviz's dot when
+    it is installed, by matplotlib otherwise; gradient blobs left out, alike steps folded."""
+    written = []
+    for name in ("workspace.svg", "workspace.png"):
+        path = os.path.join(directory, name)
+        try:
+            so.viz.render(root, path, hide_gradients=True)
+        except so.viz.RendererNotFoundError:
+            out.write('  workspace picture skipped: neither matplotlib (pip install '
+                      '"scopeops[demo]") nor Graphviz\'s dot is installed; the text tree '
+                      'is in workspace_tree.txt\n')
+            return None, None
+        written.append(path)
+    out.write(f"  wrote {' and '.join(written)}\n")
+    return written[0], written[1]
 
 
 def run_demo_distributed(cfg: DemoConfig, workers: int, out: TextIO = sys.stdout,
@@ -299,7 +307,7 @@ def run_demo_distributed(cfg: DemoConfig, workers: int, out: TextIO = sys.stdout
                       dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         trainer = DataParallel(client, net, params, "loss", lr=lr)
-        losses = trainer.fit(shards, cfg.steps)
+        losses = trainer.fit(shards, cfg.steps, progress=not cfg.quiet)
         trained = trainer.params
     shown = sorted({0, len(losses) // 4, len(losses) // 2, 3 * len(losses) // 4, len(losses) - 1})
     for i in shown:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 import scopeops as so
 from scopeops.defs import NetDef, as_netdef, external_reads_writes
@@ -47,10 +48,9 @@ from scopeops.errors import BlobNotFoundError, GradientError
 
 try:
     import distributed
-    from tqdm import tqdm
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
-        f'scopeops.distributed needs Dask and tqdm ({exc}); install them with '
+        f'scopeops.distributed needs Dask ({exc}); install it with '
         f'pip install "scopeops[distributed]"') from exc
 
 __all__ = ["DataParallel"]
@@ -271,17 +271,18 @@ class DataParallel:
         # The shards' futures are released (and their data dropped) when the step ends.
         return self._step(self._hold(shards), rows)
 
-    def fit(self, shards: Sequence[Mapping[str, np.ndarray]], steps: int) -> list[float]:
+    def fit(self, shards: Sequence[Mapping[str, np.ndarray]], steps: int, *,
+            progress: bool = True) -> list[float]:
         """``steps`` steps on the same ``shards`` (sent to the cluster once); returns the
-        loss of each step. A progress bar shows on a terminal (stderr), nothing otherwise.
-        Checks as :meth:`step`, before anything runs."""
+        loss of each step. A progress bar shows on a terminal (stderr), nothing otherwise
+        or with ``progress=False``. Checks as :meth:`step`, before anything runs."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be an int >= 0, not {steps!r}")
         rows = self._check_shards(shards)
         held = self._hold(shards)
         losses: list[float] = []
         with tqdm(total=steps, desc="training", unit="step", file=sys.stderr,
-                  disable=not _is_terminal(sys.stderr)) as bar:
+                  disable=not (progress and _is_terminal(sys.stderr))) as bar:
             for _ in range(steps):
                 losses.append(self._step(held, rows))
                 bar.set_postfix(loss=f"{losses[-1]:.5g}", refresh=False)

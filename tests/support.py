@@ -134,3 +134,41 @@ def build_cimport_client(tmp_path_factory, module, source):
         return importlib.import_module(module)
     finally:
         sys.path.remove(str(build_dir))
+
+
+def six_step_model(steps=6, hidden=16, features=4, rows=32, microbatches=4):
+    """Issue 15's model: an RNN whose ``steps`` time steps each run as a ``Do`` on a stack,
+    parameters from a variable scope, gradients, and one ``accumulate_microbatches`` call.
+    Returns (the parameter workspace after the call, the training net)."""
+    import numpy as np
+
+    root = so.Workspace()
+    with so.variable_scope("model", workspace=root,
+                           initializer=so.initializers.glorot_uniform(seed=0)):
+        w = so.get_variable("W", (hidden, features))
+        u = so.get_variable("U", (hidden, hidden))
+        b = so.get_variable("b", (hidden,), initializer=so.initializers.zeros())
+        v = so.get_variable("V", (1, hidden))
+        c = so.get_variable("c", (1,), initializer=so.initializers.zeros())
+    step = so.Net("step")
+    step.FC(["x", "W", "b"], ["a"])
+    step.FC(["h", "U", "b"], ["r"])
+    step.Add(["a", "r"], ["s"])
+    step.Tanh(["s"], ["h_next"])
+    net = so.Net("train")
+    net.CreateScope([], ["steps"])
+    for t in range(steps):
+        net.Do([f"x{t}", f"h{t}", w, b, u, "steps"], [f"h{t + 1}", "steps"], net=step,
+               inner_blobs=["x", "h", "W", "b", "U", "h_next"], outer_blobs_idx=list(range(6)))
+    net.FC([f"h{steps}", v, c], ["y"])
+    net.SquaredL2Distance(["y", "target"], ["d"])
+    net.AveragedLoss(["d"], ["loss"])
+    so.add_gradient_ops(net, ["loss"])
+    rng = np.random.default_rng(0)
+    batch = {f"x{t}": rng.standard_normal((rows, features)).astype(np.float32)
+             for t in range(steps)}
+    batch["h0"] = np.zeros((rows, hidden), np.float32)
+    batch["target"] = rng.standard_normal((rows, 1)).astype(np.float32)
+    so.accumulate_microbatches(net, root, batch, microbatches, [str(p) for p in (w, u, b, v, c)],
+                               "loss")
+    return root, net

@@ -460,14 +460,3 @@ def test_get_backward_pass_and_get_gradient_for_op_use_scopeops_makers():
     assert grad_map["x"] == "x_grad"
     one_ops, g_input = core.GradientRegistry.GetGradientForOp(ops[0], ["y_grad"])
     assert [op.type for op in one_ops] == ["ReluGradient"] and g_input == ["x_grad"]
-
-
-def test_caffe2_protocol_gradient_functions_are_not_called_yet():
-    @core.GradientRegistry.RegisterGradient("CompatOnlyOp")
-    def gradient(op, g_output):
-        return [], [None]
-
-    op = core.CreateOperator("CompatOnlyOp", "x", "y")
-    with pytest.raises(NotImplementedError, match="Caffe2-protocol"):
-        core.GradientRegistry.GetBackwardPass([op], {"y": "y_grad"})
-    assert core.GradientRegistry.gradient_registry_["CompatOnlyOp"] is gradient

@@ -91,6 +91,30 @@ def test_arguments_caffe2s_cpu_operators_never_read_are_dropped():
         ws.run_operator_once(translate.operator_to_native(kept))
 
 
+def test_gradient_ops_drop_forward_arguments_they_do_not_declare():
+    # Caffe2 gave gradient ops every argument of their forward op.
+    grad = core.CreateOperator("ReluGradient", ["y", "dy"], "dx", order="NHWC", alpha=0.5)
+    grad.is_gradient_op = True
+    native = translate.operator_to_native(grad)
+    assert native.args == {} and native.is_gradient_op
+    ws = so.Workspace()
+    ws.feed_blob("y", np.array([0.0, 2.0], np.float32))
+    ws.feed_blob("dy", np.array([5.0, 7.0], np.float32))
+    ws.run_operator_once(native)
+    assert ws.fetch_blob("dx").tolist() == [0.0, 7.0]
+    grad.is_gradient_op = False                   # an op written by hand: kept, then refused
+    assert translate.operator_to_native(grad).args == {"order": "NHWC", "alpha": 0.5}
+
+
+def test_the_engine_is_kept_both_ways():
+    op = core.CreateOperator("Relu", "x", "y", engine="CUDNN")
+    native = translate.operator_to_native(op)
+    assert native.engine == "CUDNN"
+    assert translate.operator_to_caffe2(native) == op
+    assert not translate.operator_to_caffe2(so.OperatorDef("Relu", ["x"], ["y"])).HasField(
+        "engine")
+
+
 def test_device_options_map_both_ways():
     cuda = core.DeviceOption(caffe2_pb2.CUDA, 2, node_name="n0")
     native = translate.device_option_to_native(cuda)

@@ -5,8 +5,10 @@ import io
 import os
 import pathlib
 import re
+import struct
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -62,8 +64,49 @@ def test_demo_trains_writes_a_plot_and_a_picture_and_reports_quality(tmp_path):
         assert 'pip install "scopeops[demo]"' in out.getvalue()
     if result.picture is not None:
         assert b"<svg" in (tmp_path / "demo" / "workspace.svg").read_bytes()
+        assert result.picture_png == str(tmp_path / "demo" / "workspace.png")
+        assert (tmp_path / "demo" / "workspace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
-        assert "Graphviz" in out.getvalue()
+        assert "Graphviz" in out.getvalue() and "matplotlib" in out.getvalue()
+
+
+def png_size(path):
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path}: not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_demo_on_a_machine_without_graphviz_draws_both_pictures_from_a_pipe(tmp_path):
+    # The README's first command on a fresh machine: no dot on PATH, output to a pipe.
+    (tmp_path / "bin").mkdir()
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT, "PATH": str(tmp_path / "bin")}
+    result = subprocess.run([sys.executable, "-m", "scopeops", "demo", "--steps", "40"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "scopeops-demo"
+    assert png_size(out / "loss.png") == (600, 350)
+    width, height = png_size(out / "workspace.png")
+    assert 600 < width <= 2400 and 150 < height <= 1200       # readable: docs/pictures.md
+    svg = ElementTree.parse(out / "workspace.svg").getroot()
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+    assert "time_scope[0..7]: 8 alike Workspaces" in "".join(svg.itertext())
+    assert f"wrote {os.path.join('scopeops-demo', 'workspace.svg')} and " in result.stdout
+    assert "\r" not in result.stderr and len(result.stderr.splitlines()) <= 4
+
+
+def test_demo_without_matplotlib_or_graphviz_says_what_to_install(tmp_path):
+    (tmp_path / "bin").mkdir()
+    script = ("import sys; sys.modules['matplotlib'] = None\n"
+              "from scopeops.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PARENT, "PATH": str(tmp_path / "bin")}
+    result = subprocess.run([sys.executable, "-c", script, "demo", "--steps", "5", "--quiet"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 'loss plot skipped: matplotlib is not installed (pip install "scopeops[demo]")' \
+        in result.stdout
+    assert "workspace picture skipped" in result.stdout and "Graphviz" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "scopeops-demo").iterdir()) == [
+        "workspace_tree.txt"]
 
 
 def test_demo_is_reproducible_with_a_seed(tmp_path):
@@ -75,7 +118,7 @@ def test_demo_is_reproducible_with_a_seed(tmp_path):
 def test_demo_command_line_options_reach_the_pipeline(tmp_path):
     result = _run("demo", "--steps", "12", "--seed", "1", "--out", "results", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "12/12" in result.stderr                        # the progress bar's last state
+    assert "12/12" in result.stderr                        # the progress's last line
     assert (tmp_path / "results" / "workspace_tree.txt").exists()
 
 
@@ -214,3 +257,19 @@ def test_inspect_escapes_an_undecodable_path(tmp_path):
                             capture_output=True, cwd=PACKAGE_PARENT, env=env, timeout=300)
     assert result.returncode == 1 and b"Traceback" not in result.stderr
     assert b"caf\\udce9: No such file or directory" in result.stderr
+
+
+def test_bench_options_pass_through_to_scopeops_bench():
+    result = _run("bench", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: scopeops bench")
+    for option in ("--quick", "--only", "--check", "--json FILE", "--quiet", "--list"):
+        assert option in result.stdout
+    listed = _run("bench", "--list", "--only", "C3")
+    assert listed.returncode == 0 and listed.stdout.startswith("C3 ")
+    assert _run("demo", "--json", "x").returncode == 2      # only bench takes bench's options
+
+
+def test_demo_help_offers_quiet():
+    result = _run("demo", "--help")
+    assert result.returncode == 0 and "--quiet" in result.stdout

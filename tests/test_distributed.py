@@ -229,11 +229,16 @@ def test_fit_is_quiet_when_stderr_is_not_a_terminal(client, monkeypatch):
     assert stream.getvalue() == ""
 
 
-def test_fit_shows_a_progress_bar_on_a_terminal(client, monkeypatch):
+def test_fit_shows_a_progress_bar_on_a_terminal_unless_told_not_to(client, monkeypatch):
     stream = Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
-    DataParallel(client, mlp(), mlp_params(), "loss").fit(mlp_shards([3, 3]), 2)
+    trainer = DataParallel(client, mlp(), mlp_params(), "loss")
+    trainer.fit(mlp_shards([3, 3]), 2)
     assert "training" in stream.getvalue() and "2/2" in stream.getvalue()
+    stream.truncate(0)
+    stream.seek(0)
+    trainer.fit(mlp_shards([3, 3]), 2, progress=False)
+    assert stream.getvalue() == ""
 
 
 # -- workspaces travel to workers and back -------------------------------------------

@@ -852,7 +852,48 @@ def test_gradient_ops_are_plain_unless_caffe2_marking_is_asked_for():
     assert not plain.is_gradient_op and plain.args == {"scale": 2.0}
     marked = backward_ops(forward, ["y"], mark_gradient_ops=True, copy_arguments=True).ops
     assert not marked[0].is_gradient_op                       # the seed fill
-    assert marked[1].is_gradient_op and marked[1].args == {"scale": 2.0, "factor": 2.0}
+    # Scale declares no `factor`: copying it would make an op that cannot be built.
+    assert marked[1].is_gradient_op and marked[1].args == {"scale": 2.0}
+
+
+@register("TestOnlyGraph_Labelled", inputs=1, outputs=1,
+          args={"label": so.ops.Arg(str, ""), "factor": so.ops.Arg(float, 1.0)},
+          doc="Y = X; the label is carried over to the gradient op.")
+class _Labelled(Operator):
+    def run(self):
+        x = self.input(0)
+        np.copyto(self.output(0, x.shape, x.dtype), x)
+
+
+@register("TestOnlyGraph_LabelledGradient", inputs=1, outputs=1,
+          args={"label": so.ops.Arg(str, "")}, doc="dX = dY.")
+class _LabelledGradient(_Labelled):
+    pass
+
+
+@gradient("TestOnlyGraph_Labelled")
+def _labelled_gradient(g):
+    return [g.make("TestOnlyGraph_LabelledGradient", [g.GO(0)], [g.GI(0)])]
+
+
+def test_copied_forward_arguments_are_those_the_gradient_op_declares():
+    net = so.Net("labelled")
+    net.TestOnlyGraph_Labelled(["x"], ["y"], label="tag", factor=3.0)
+    result = backward_ops(net.ops, ["y"], mark_gradient_ops=True, copy_arguments=True)
+    assert result.ops[1].args == {"label": "tag"}
+    net.ops[:] = result.forward + result.ops
+    ws = so.Workspace()
+    ws["x"] = np.array([1.0, 2.0])
+    ws.run_net_once(net)                                      # every gradient op builds
+    assert ws["x_grad"].tolist() == [1.0, 1.0]
+
+
+def test_sources_name_the_forward_op_of_each_gradient_op():
+    forward = [direct("in", "h1"), direct("in", "h2"), direct(["h1", "h2"], "out")]
+    result = caffe2_pass(forward, ["out"])
+    assert [op.type for op in result.ops] == [
+        "ConstantFill", "DirectGradient", "DirectGradient", "DirectGradient", "Sum"]
+    assert result.sources == [None, 2, 1, 0, None]
 
 
 def test_makers_that_set_their_own_arguments_get_no_forward_arguments():

@@ -4,6 +4,10 @@
 Usage::
 
     python tools/caffe2_tests.py /path/to/caffe2-checkout [--keep] [-- more pytest args]
+    python tools/caffe2_tests.py --files my_test.py ... [--keep] [-- more pytest args]
+
+``--files`` runs your own test files written for Caffe2 (``from caffe2.python import
+core``...) the same way, with or without the checkout's six files.
 
 The checkout is Caffe2's repository at its last commit before the move into PyTorch
 (``facebookarchive/caffe2`` at ``4b439a9c8bcb``); it is never fetched by this script or
@@ -138,14 +142,24 @@ hypothesis.settings.load_profile("caffe2-harness")
 '''
 
 
-def copy_tests(checkout: str, target: str) -> list[str]:
-    names = []
-    for relative in TEST_FILES:
-        source = os.path.join(checkout, relative)
+def copy_tests(checkout: str | None, target: str, own: list[str] = ()) -> list[str]:
+    """Copy the reference files of ``checkout`` (if given) and the files ``own`` into
+    ``target``, flat, beside the conftest; their names there."""
+    sources = [os.path.join(checkout, relative) for relative in TEST_FILES] if checkout else []
+    for source in sources:
         if not os.path.isfile(source):
             raise SystemExit(f"{source} not found: is {checkout} a Caffe2 checkout?")
-        shutil.copy(source, os.path.join(target, os.path.basename(relative)))
-        names.append(os.path.basename(relative))
+    for source in own:
+        if not os.path.isfile(source):
+            raise SystemExit(f"{source} not found")
+    names = []
+    for source in sources + [os.path.abspath(f) for f in own]:
+        name = os.path.basename(source)
+        if name in names or name == "conftest.py":
+            raise SystemExit(f"two test files are named {name}: the files are run side by "
+                             f"side, so their names must differ (and not be conftest.py)")
+        shutil.copy(source, os.path.join(target, name))
+        names.append(name)
     with open(os.path.join(target, "conftest.py"), "w") as f:
         f.write(CONFTEST)
     return names
@@ -173,15 +187,21 @@ def count(junit: str, files: list[str]) -> dict[str, collections.Counter[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("caffe2", help="path of a Caffe2 checkout (at 4b439a9c8bcb)")
+    parser.add_argument("caffe2", nargs="?",
+                        help="path of a Caffe2 checkout (at 4b439a9c8bcb)")
+    parser.add_argument("--files", nargs="+", default=[], metavar="FILE",
+                        help="your own test files written for Caffe2, to run too")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if args.caffe2 is None and not args.files:
+        parser.error("give a Caffe2 checkout, --files, or both")
     args.pytest_args = extra
     work = tempfile.mkdtemp(prefix="caffe2-tests-")
     try:
-        files = copy_tests(os.path.abspath(args.caffe2), work)
+        checkout = os.path.abspath(args.caffe2) if args.caffe2 else None
+        files = copy_tests(checkout, work, args.files)
         junit = os.path.join(work, "results.xml")
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                    "-W", "ignore::DeprecationWarning", "-W", "ignore::RuntimeWarning",

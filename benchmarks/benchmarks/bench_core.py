@@ -31,6 +31,7 @@ _tensor_loops = functools.cache(core.tensor_loops)
 _copy_fixture = functools.cache(core.CopyFixture)
 _clear_fixture = functools.cache(core.ClearFixture)
 _empty_clear_fixture = functools.cache(core.EmptyClearFixture)
+_unrelated_change = functools.cache(core.UnrelatedChangeFixture)
 
 
 class PushPop:
@@ -79,14 +80,16 @@ class Clear:
 
 
 class Lookup:
-    """C5, C6: a local name among 100 blobs, and a name 8 and 64 `shared` levels up
-    (1,000 lookups)."""
+    """C5, C6: a local name among 100 blobs, and a name 8, 64 and 100,000 `shared` levels
+    up (1,000 lookups)."""
 
     def setup(self):
         loops = dict(_local_lookup_loops())
-        for levels in (8, 64):
+        for levels in (8, 64, core.DEEP_LEVELS):
             loops.update(_shared_lookup_loops(levels))
         self.run = {name: loop.batch(BATCH) for name, loop in loops.items()}
+
+    setup.timeout = 300
 
     def time_get_blob_local(self):
         self.run["get_blob_local"]()
@@ -108,6 +111,41 @@ class Lookup:
 
     def time_chainmap_lookup_64(self):
         self.run["chainmap_lookup_64"]()
+
+    def time_lookup_shared_100000(self):
+        self.run[f"lookup_shared_{core.DEEP_LEVELS}"]()
+
+
+class FirstDeepLookup:
+    """C6e: an unrelated workspace gains a blob, then a name 100,000 levels up is looked
+    up (one of each per call); the change alone is the reference."""
+
+    number = 1
+
+    def setup(self):
+        self.run = {name: loop.batch(1) for name, loop in _unrelated_change().loops.items()}
+
+    setup.timeout = 300
+
+    def time_change_then_deep_lookup(self):
+        self.run["change_then_lookup"]()
+
+    def time_unrelated_change(self):
+        self.run["change"]()
+
+
+class NewName:
+    """N1: ``ws[new] = 1`` for 10,000 fresh names in a child workspace, and ChainMap's
+    ``child[new] = 1`` (one pass per call; the target is made anew, untimed, each time)."""
+
+    def setup(self):
+        self.fixture = core.NewNameFixture()
+
+    def time_workspace_new_names(self):
+        self.fixture.workspace_pass()
+
+    def time_chainmap_new_names(self):
+        self.fixture.chainmap_pass()
 
 
 class Tensor:
@@ -149,7 +187,7 @@ class Ratios:
     def setup_cache(self):
         figures = {}
         for case in sb.CASES:
-            if case.id in ("C1", "C2", "C3", "C4", "C5", "C6", "C8"):
+            if case.id in ("C1", "C2", "C3", "C4", "C5", "C6", "C6e", "C8", "N1"):
                 result = case.measure(True)
                 figures[case.id] = {key: value for key, value in result.items()
                                     if isinstance(value, (int, float))}
@@ -199,6 +237,17 @@ class Ratios:
 
     def track_c6_shared_64_vs_local(self, figures):
         return figures["C6"]["ratio_local_64"]
+
+    def track_c6_shared_100000_vs_local(self, figures):
+        return figures["C6"][f"ratio_local_{core.DEEP_LEVELS}"]
+
+    def track_c6e_first_deep_lookup_after_unrelated_change_ns(self, figures):
+        return figures["C6e"]["first_lookup_after_unrelated_change_ns"]
+
+    track_c6e_first_deep_lookup_after_unrelated_change_ns.unit = "ns"
+
+    def track_n1_new_name_vs_chainmap(self, figures):
+        return figures["N1"]["ratio_chainmap"]
 
     def track_c8_throughput_vs_copyto(self, figures):
         return figures["C8"]["ratio_throughput"]

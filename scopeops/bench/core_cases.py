@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import gc
 import itertools
+import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -138,19 +139,98 @@ def local_lookup_loops(blobs: int = LOCAL_BLOBS) -> dict[str, Loop]:
     }
 
 
-def shared_lookup_loops(levels: int) -> dict[str, Loop]:
-    """C6: a name ``levels`` workspaces up a ``shared`` chain, ChainMap, and a local lookup."""
-    base = so.Workspace()
-    base.feed_blob("x", 1.0)
-    ws = base
+def shared_chain(levels: int) -> tuple[Any, Any]:
+    """(root holding "x", the workspace ``levels`` shared levels below it)."""
+    root = so.Workspace()
+    root.feed_blob("x", 1.0)
+    ws = root
     for _ in range(levels):
         ws = so.Workspace(shared=ws)
-    scope = collections.ChainMap(*([{} for _ in range(levels)] + [{"x": 1.0}]))
-    return {
+    return root, ws
+
+
+# ChainMap lookups are O(depth) Python: beyond this many levels they are not timed.
+CHAINMAP_LEVELS = 1_000
+
+
+def shared_lookup_loops(levels: int) -> dict[str, Loop]:
+    """C6: a name ``levels`` workspaces up a ``shared`` chain, a local lookup, and (up to
+    CHAINMAP_LEVELS levels) ChainMap."""
+    root, ws = shared_chain(levels)
+    ws.get_blob("x")     # the first lookup walks the chain; C6 times the ones after
+    loops = {
         f"lookup_shared_{levels}": Loop("ws.get_blob(name)", {"ws": ws, "name": "x"}),
-        f"chainmap_lookup_{levels}": Loop("scope[name]", {"scope": scope, "name": "x"}),
-        "local": Loop("ws.get_blob(name)", {"ws": base, "name": "x"}),
+        "local": Loop("ws.get_blob(name)", {"ws": root, "name": "x"}),
     }
+    if levels <= CHAINMAP_LEVELS:
+        scope = collections.ChainMap(*([{} for _ in range(levels)] + [{"x": 1.0}]))
+        loops[f"chainmap_lookup_{levels}"] = Loop("scope[name]", {"scope": scope, "name": "x"})
+    return loops
+
+
+DEEP_LEVELS = 100_000
+
+
+class UnrelatedChangeFixture:
+    """C6e: a name 100,000 shared levels up, looked up once after an unrelated workspace
+    gains a blob. A sample removes and re-adds a blob of an unrelated workspace, then
+    looks up; the same change alone is the reference, subtracted."""
+
+    def __init__(self, levels: int = DEEP_LEVELS) -> None:
+        self.root, self.leaf = shared_chain(levels)
+        self.unrelated = so.Workspace()
+        self.unrelated.feed_blob("u", 0)
+        if self.leaf.get_blob("x") is not self.root.get_blob("x"):
+            raise AssertionError("the deep lookup does not find the root's blob")
+        env = {"leaf": self.leaf, "unrelated": self.unrelated}
+        self.loops = {
+            "change_then_lookup": Loop('unrelated.remove_blob("u"); unrelated.create_blob("u"); '
+                                       'leaf.get_blob("x")', env, unroll=1),
+            "change": Loop('unrelated.remove_blob("u"); unrelated.create_blob("u")', env,
+                           unroll=1),
+        }
+
+
+NEW_NAMES = 10_000
+
+
+class NewNameFixture:
+    """N1: ``ws[name] = 1`` for names the workspace (a child of a shared parent) has
+    never seen, and ChainMap's ``child[name] = 1``: one pass over fresh names per
+    sample, each target made anew (untimed) before it."""
+
+    def __init__(self, names: int = NEW_NAMES) -> None:
+        self.names = [f"blob_{i}" for i in range(names)]
+        self.parent = so.Workspace()
+        self.parent.feed_blob("weights", 1.0)
+
+    def workspace_pass(self) -> int:
+        ws = so.Workspace(shared=self.parent)
+        names = self.names
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = time.perf_counter_ns()
+            for name in names:
+                ws[name] = 1
+            return time.perf_counter_ns() - start
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def chainmap_pass(self) -> int:
+        child = collections.ChainMap({"weights": 1.0}).new_child()
+        names = self.names
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = time.perf_counter_ns()
+            for name in names:
+                child[name] = 1
+            return time.perf_counter_ns() - start
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
 
 TENSOR_SHAPE = (256, 256)
@@ -310,7 +390,9 @@ def measure_c3(quick: bool) -> dict[str, Any]:
     return {
         "nogil_push_pop_ns": best_op, "nogil_empty_pair_ns": best_floor, "ratio_floor": ratio,
         "rows": [Row("nogil push+pop pair (C API)", format_ns(best_op),
-                     f"empty C pair {format_ns(best_floor)}", format_ratio(ratio), "<= 3 ns",
+                     # The target is in ns: the compared column shows ns, the ratio beside.
+                     f"empty C pair {format_ns(best_floor)}",
+                     f"{format_ns(best_op)} ({format_ratio(ratio)})", "<= 3 ns",
                      best_op <= 3.0)],
     }
 
@@ -370,30 +452,62 @@ def measure_c5(quick: bool) -> dict[str, Any]:
             Row(f"get_blob, local name ({LOCAL_BLOBS} blobs)", format_ns(ns["get_blob_local"]),
                 reference, format_ratio(get_ratio), "<= 1.6x", get_ratio <= 1.6),
             Row(f"fetch_blob, local name ({LOCAL_BLOBS} blobs)", format_ns(ns["fetch_blob_local"]),
-                reference, format_ratio(fetch_ratio), "<= 1.6x", fetch_ratio <= 1.6),
+                reference, format_ratio(fetch_ratio), "<= 1.5x", fetch_ratio <= 1.5),
         ],
     }
 
 
 def measure_c6(quick: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {"rows": [], "ok": None}
-    for levels in (8, 64):
+    result: dict[str, Any] = {"rows": []}
+    for levels in (8, 64, DEEP_LEVELS):
         ns = compare(shared_lookup_loops(levels), quick)
-        op, chain, local = (ns[f"lookup_shared_{levels}"], ns[f"chainmap_lookup_{levels}"],
-                            ns["local"])
-        result.update({f"lookup_shared_{levels}_ns": op, f"chainmap_lookup_{levels}_ns": chain,
-                       f"local_lookup_{levels}_ns": local,
-                       f"speedup_chainmap_{levels}": chain / op,
-                       f"ratio_local_{levels}": op / local})
-        result["rows"] += [
-            Row(f"get_blob {levels} shared levels up", format_ns(op),
-                f"ChainMap {format_ns(chain)}",
-                f"{chain / op:.1f}x faster", "report", None),
-            Row("  vs local lookup", format_ns(op), f"local {format_ns(local)}",
-                format_ratio(op / local),
-                "goal <= 2x (report)", None),
-        ]
+        op, local = ns[f"lookup_shared_{levels}"], ns["local"]
+        ratio = op / local
+        result.update({f"lookup_shared_{levels}_ns": op, f"local_lookup_{levels}_ns": local,
+                       f"ratio_local_{levels}": ratio})
+        chain = ns.get(f"chainmap_lookup_{levels}")
+        if chain is not None:
+            result[f"chainmap_lookup_{levels}_ns"] = chain
+            result[f"speedup_chainmap_{levels}"] = chain / op
+        result["rows"].append(
+            Row(f"get_blob {levels:,} shared levels up", format_ns(op),
+                f"local {format_ns(local)}", format_ratio(ratio), "<= 2x local", ratio <= 2.0))
+        if chain is not None:
+            result["rows"].append(
+                Row("  vs ChainMap", format_ns(op), f"ChainMap {format_ns(chain)}",
+                    f"{chain / op:.1f}x faster", "report", None))
     return result
+
+
+def measure_c6e(quick: bool) -> dict[str, Any]:
+    fixture = UnrelatedChangeFixture()
+    ns = compare(fixture.loops, quick)
+    lookup = max(ns["change_then_lookup"] - ns["change"], 0.0)
+    return {
+        "first_lookup_after_unrelated_change_ns": lookup,
+        "unrelated_change_ns": ns["change"],
+        "rows": [Row(f"first get_blob {DEEP_LEVELS:,} levels up after an unrelated change",
+                     format_ns(lookup), f"the change {format_ns(ns['change'])}",
+                     "-", "<= 20 us", lookup <= 20_000.0)],
+    }
+
+
+def measure_n1(quick: bool) -> dict[str, Any]:
+    fixture = NewNameFixture()
+    rounds, _ = effort(quick)
+    best = {"workspace": float("inf"), "chainmap": float("inf")}
+    for r in range(rounds * 3):
+        passes = [("workspace", fixture.workspace_pass), ("chainmap", fixture.chainmap_pass)]
+        for name, run in (passes if r % 2 == 0 else passes[::-1]):
+            best[name] = min(best[name], run() / NEW_NAMES)
+    ratio = best["workspace"] / best["chainmap"]
+    return {
+        "new_name_ns": best["workspace"], "chainmap_new_name_ns": best["chainmap"],
+        "ratio_chainmap": ratio,
+        "rows": [Row("ws[new] = 1 (child of a shared parent)", format_ns(best["workspace"]),
+                     f"ChainMap child[new] = 1 {format_ns(best['chainmap'])}",
+                     format_ratio(ratio), "<= 1.1x", ratio <= 1.1)],
+    }
 
 
 def measure_c7(quick: bool) -> dict[str, Any]:
@@ -465,12 +579,15 @@ for _case in (
     Case("C3", "nogil push+pop pair", "<= 3 ns", measure_c3),
     Case("C4", "clear()", "depth 1 vs 1024 within 10%; <= 2x empty cdef call", measure_c4),
     Case("C5", "get_blob / fetch_blob, local name", "<= 1.6x dict.get", measure_c5),
-    Case("C6", "lookup through shared chains", "report vs ChainMap; goal <= 2x local", measure_c6),
+    Case("C6", "lookup through shared chains (8, 64, 100,000 levels)", "<= 2x a local lookup",
+         measure_c6),
+    Case("C6e", "first deep lookup after an unrelated change", "<= 20 us", measure_c6e),
     Case("C7", "tensor reuse and feed_blob allocate nothing", "tracemalloc flat over 10^5 calls",
          measure_c7),
     Case("C8", "copy_forwarded_tensors 64 MiB", ">= 80% of np.copyto throughput, GIL released",
          measure_c8),
     Case("M1", "memory after clear()+release()", "within 1% of the start", measure_m1),
+    Case("N1", "a new blob name", "<= 1.1x ChainMap child[new] = value", measure_n1),
 ):
     register(_case)
 del _case

@@ -12,13 +12,16 @@ them out. The conversion translates Caffe2's encodings, never behaviour:
   Caffe2 infers it.
 - Arguments Caffe2's CPU operators never read (``use_cudnn``, ``run_once``...), and
   ``order="NCHW"`` (Caffe2's default layout) on an operator without an ``order``, are
-  dropped when the scopeops operator does not declare them.
+  dropped when the scopeops operator does not declare them; so is any argument a
+  gradient op (``is_gradient_op``) does not declare: Caffe2 gave gradient ops every
+  argument of their forward op, and its operators ignored those they did not read.
 - ``DeviceOption``: ``device_type`` CPU/CUDA/MKLDNN/OPENGL become ``"cpu"``/``"gpu"``/
   ``"mkldnn"``/``"opengl"``, ``cuda_gpu_id`` the ``device_id``; a net's device option
-  applies to its ops that have none (as in Caffe2). ``random_seed`` and ``numa_node_id``,
-  the op ``engine`` (Caffe2 falls back to the default engine), ``control_input``,
-  ``debug_info`` and the net's ``type``/``num_workers``/``arg`` have no scopeops
-  counterpart and are not carried over.
+  applies to its ops that have none (as in Caffe2). The op ``engine`` is kept (this CPU
+  build has one engine per operator, as Caffe2 falls back to its default one).
+  ``random_seed`` and ``numa_node_id``, ``control_input``, ``debug_info`` and the net's
+  ``type``/``num_workers``/``arg`` have no scopeops counterpart and are not carried
+  over.
 
 Going back, :func:`operator_to_caffe2` and :func:`netdef_to_caffe2` produce the messages
 Caffe2's Python would build (``name`` always set, ``is_gradient_op`` only when true), so
@@ -260,7 +263,8 @@ def _native_type_and_args(op: Any) -> tuple[str, dict[str, Any]]:
     for key, value in raw.items():
         declared = spec.args.get(key) if spec is not None else None
         if spec is not None and declared is None:
-            if key in IGNORED_ARGUMENTS or (key == "order" and value in (b"NCHW", "NCHW")):
+            if key in IGNORED_ARGUMENTS or op.is_gradient_op or (
+                    key == "order" and value in (b"NCHW", "NCHW")):
                 continue
         args[key] = _native_value(key, value, declared)
     if (op_type == "ConstantFill" and "dtype" not in args
@@ -288,7 +292,7 @@ def operator_to_native(op: Any, net_device_option: Any = None) -> OperatorDef:
         device = device_option_to_native(net_device_option)
     return OperatorDef(type=op_type, inputs=list(op.input), outputs=list(op.output),
                        name=op.name, args=args, is_gradient_op=op.is_gradient_op,
-                       device_option=device)
+                       device_option=device, engine=op.engine)
 
 
 def netdef_to_native(net: Any) -> NetDef:
@@ -335,6 +339,8 @@ def operator_to_caffe2(op: OperatorDef) -> Any:
                                         promote_mixed=True))
     if op.device_option is not None:
         result.device_option.CopyFrom(device_option_to_caffe2(op.device_option))
+    if op.engine:
+        result.engine = op.engine
     if op.is_gradient_op:
         result.is_gradient_op = True
     return result

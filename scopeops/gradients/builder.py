@@ -77,9 +77,13 @@ Caffe2 compatibility layer sets to reproduce Caffe2's graphs exactly:
     default, :func:`caffe2_seed_name` (``<loss>_autogen_grad``) for Caffe2.
 ``mark_gradient_ops``, ``copy_arguments``
     whether the ops of native makers get ``is_gradient_op=True``, and the forward
-    op's arguments (those the maker did not set). Native makers of the types in
-    :data:`NO_ARGUMENT_COPY` keep their own arguments only, and those of
+    op's arguments that the maker did not set and the gradient op's schema declares
+    (Caffe2 copied every forward argument; its operators ignored those they did not
+    read, scopeops' refuse them, so the gradient ops always build). Native makers of
+    the types in :data:`NO_ARGUMENT_COPY` keep their own arguments only, and those of
     :data:`UNMARKED_MAKER_TYPES` neither (Caffe2 builds their gradients in Python).
+    :attr:`BackwardPass.sources` tells which forward op each gradient op belongs to,
+    for a layer that copies arguments its own way.
     Every native maker's ops run on the forward op's device and engine, when it has
     one. Seed fills and accumulating Sums are never marked; a Sum runs on the device
     of the first summed gradient op that has one.
@@ -158,7 +162,9 @@ class BackwardPass:
     the originals). ``grad_map``: ``{blob: gradient blob}``, Caffe2's map.
     ``initial_grad_map``: the gradient of each blob's value before the ops ran
     (version 0), for the blobs that have one. ``saves``: ``{(blob, version): saved
-    blob}`` for the copies inserted into ``forward``.
+    blob}`` for the copies inserted into ``forward``. ``sources``: for each op of
+    ``ops``, the index (in the ops given) of the forward op whose gradient maker
+    made it, or None for the seed fills and the accumulating Sums.
     """
 
     ops: list[OperatorDef]
@@ -166,6 +172,7 @@ class BackwardPass:
     forward: list[OperatorDef]
     initial_grad_map: dict[str, str] = field(default_factory=dict)
     saves: dict[tuple[str, int], str] = field(default_factory=dict)
+    sources: list[int | None] = field(default_factory=list)
 
 
 # -- the forward pass, played once -----------------------------------------------------------
@@ -503,6 +510,7 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
                   makers=_maker_lookup(makers))
     versions = state.forward
     backward: list[OperatorDef] = []
+    sources: list[int | None] = []
     end = len(forward_ops)
     for blob, given in seeds.items():
         version = versions.current(blob)
@@ -512,6 +520,7 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
             given = seed_namer(blob)
             fill = create_operator("ConstantFill", [blob], [given], value=1.0)
             backward.append(fill)
+            sources.append(None)
             state.add_generator(_Generator(key, given, [fill], 0, 0, final=True))
         else:
             state.add_generator(_Generator(key, given))
@@ -530,8 +539,12 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
                         for g, name, version in zip(g_output, op.outputs,
                                                     versions.out_versions[index], strict=True)]
         if any(g is not None for g in g_output) or op.type in ALWAYS_DIFFERENTIATED:
-            backward += _differentiate(state, index, op, g_output, net_name)
-        backward += _accumulate(state, index, net_name)
+            made = _differentiate(state, index, op, g_output, net_name)
+            backward += made
+            sources += [index] * len(made)
+        sums = _accumulate(state, index, net_name)
+        backward += sums
+        sources += [None] * len(sums)
 
     grad_map = {blob: g for blob, g in state.grad.items() if g is not None}
     initial = {blob: g for (blob, version), g in state.grad_of.items() if version == 0}
@@ -540,7 +553,8 @@ def backward_ops(ops: Sequence[OperatorDef], ys: Any, *, makers: MakerLookup | N
             for original, working in zip(ops, forward_ops, strict=True)]
     return BackwardPass(ops=backward, grad_map=grad_map,
                         forward=insert_saves(kept, state.saves),
-                        initial_grad_map=initial, saves=dict(state.saves))
+                        initial_grad_map=initial, saves=dict(state.saves),
+                        sources=sources)
 
 
 def _is_native(state: _Pass, op_type: str) -> bool:
@@ -640,9 +654,17 @@ def _annotate(state: _Pass, op: OperatorDef, grad_ops: list[OperatorDef]) -> Non
         if marked and state.options["mark_gradient_ops"]:
             grad_op.is_gradient_op = True
         if copy_args:
+            declared = _declared_args(state, grad_op.type)
             for name, value in op.args.items():
-                if name not in grad_op.args:
+                if name not in grad_op.args and (declared is None or name in declared):
                     grad_op.args[name] = plain_arg(value)
+
+
+def _declared_args(state: _Pass, op_type: str) -> AbstractSet[str] | None:
+    """The arguments operator type ``op_type`` declares; None when it is not registered."""
+    if op_type not in state.registered:
+        return None
+    return frozenset(schema(op_type).args)
 
 
 def _finish_native(state: _Pass, ctx: GradientContext, grad_ops: list[OperatorDef],

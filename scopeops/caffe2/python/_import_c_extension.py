@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +31,10 @@ from scopeops.caffe2.translate import (
 from scopeops.defs import NetDef
 from scopeops.errors import BlobNotFoundError, BlobTypeError, OperatorError, ScopeError
 from scopeops.ops.base import registered_operators as native_registered_operators
-from scopeops.ops.executor import describe_op
 from scopeops.workspace import Workspace as NativeWorkspace
 
 __all__ = ["Blob", "Net", "Tensor", "TensorCPU", "Workspace", "blobs", "create_blob",
-           "current_workspace", "feed_blob", "fetch_blob", "has_blob", "has_mkldnn",
+           "current_workspace", "feed_blob", "fetch_blob", "has_blob", "has_mkldnn", "native_net",
            "operator_tracebacks", "registered_operators", "reset_workspace", "root_folder",
            "switch_workspace", "workspaces"]
 
@@ -124,35 +123,18 @@ def fetch_value(native: NativeWorkspace, name: str) -> Any:
     return f"{name}, a C++ native class of type {type(value).__name__}.".encode()
 
 
-def _where_created(exc: OperatorError, net_name: str, netdef: NetDef) -> OperatorError:
-    """``exc`` again, saying where the failing operator was created, when that is known."""
-    sites = operator_tracebacks.get(net_name)
-    if not sites:
-        return exc
-    text = str(exc)
-    failing = [i for i, op in enumerate(netdef.ops) if describe_op(op, i, netdef.name) in text]
-    lines = []
-    for index in failing:
-        trace = sites.get(index)
-        if trace:
-            file, line, function = trace[0]
-            lines.append(f'operator #{index} ({netdef.ops[index].type}) of net "{net_name}" '
-                         f'was created at File "{file}", line {line}, in {function}')
-    if not lines:
-        return exc
-    located = OperatorError(text + "\n" + "\n".join(lines))
-    located.__cause__ = exc
-    return located
-
-
-def _with_sites(action: Callable[[], Any], netdef: NetDef) -> Any:
-    try:
-        return action()
-    except OperatorError as exc:
-        located = _where_created(exc, netdef.name, netdef)
-        if located is exc:
-            raise
-        raise located from exc
+def native_net(net: Any) -> NetDef:
+    """``net`` (a ``core.Net``, NetDef or bytes) as a scopeops NetDef whose ops record
+    where ``core.Net`` created them (``debug_info``), which scopeops' errors quote."""
+    netdef = netdef_to_native(parse_net(net))
+    sites = operator_tracebacks.get(netdef.name)
+    if sites:
+        for index, op in enumerate(netdef.ops):
+            trace = sites.get(index)
+            if trace:
+                file, line, function = trace[0]
+                op.debug_info = f'File "{file}", line {line}, in {function}'
+    return netdef
 
 
 def parse_operator(op: Any) -> Any:
@@ -237,8 +219,8 @@ class Workspace:
 
     def create_net(self, net: Any, overwrite: bool = False) -> "Net":
         """Create ``net`` (a ``core.Net``, NetDef or its bytes) here; its handle."""
-        netdef = netdef_to_native(parse_net(net))
-        _with_sites(lambda: self._native.create_net(netdef, overwrite), netdef)
+        netdef = native_net(net)
+        self._native.create_net(netdef, overwrite)
         return Net(self, netdef.name)
 
     def run_net(self, name: Any, num_iter: int = 1) -> None:
@@ -247,11 +229,10 @@ class Workspace:
         if executor is None:
             raise OperatorError(f"Can't find net {name}")
         for _ in range(num_iter):
-            _with_sites(executor.run, executor.netdef)
+            executor.run()
 
     def run_net_once(self, net: Any) -> None:
-        netdef = netdef_to_native(parse_net(net))
-        _with_sites(lambda: self._native.run_net_once(netdef), netdef)
+        self._native.run_net_once(native_net(net))
 
     def run_operator_once(self, op: Any) -> None:
         self._native.run_operator_once(operator_to_native(parse_operator(op)))

@@ -13,6 +13,7 @@ scopeops' (see docs/caffe2.md).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import difflib
 import os
 import sys
@@ -25,12 +26,20 @@ import numpy as np
 from scopeops.caffe2.proto import caffe2_pb2
 from scopeops.caffe2.python import context, scope, utils, workspace
 from scopeops.caffe2.translate import (
-    netdef_to_native,
     operator_to_caffe2,
     operator_to_native,
 )
-from scopeops.gradients import add_gradient_ops, backward_ops
-from scopeops.ops.base import registered_operators, schema
+from scopeops.defs import OperatorDef
+from scopeops.errors import GradientError
+from scopeops.gradients import (
+    NO_ARGUMENT_COPY,
+    UNMARKED_MAKER_TYPES,
+    BackwardPass,
+    backward_ops,
+    caffe2_seed_name,
+)
+from scopeops.names import current_device_scope
+from scopeops.ops.base import registered_operators
 
 __all__ = [
     "BlobReference", "CreateOperator", "DataType", "DeviceOption", "DeviceScope",
@@ -772,52 +781,278 @@ class Net:
     # -- gradients --------------------------------------------------------------------------
 
     def AddGradientOperators(self, ys: Any, skip: int = 0) -> dict[BlobReference, Any]:
-        """Append the backward pass for ``ys`` and return ``{blob: gradient blob}``.
+        """Append the backward pass of the ops from index ``skip`` on for ``ys``, and
+        return ``{blob: gradient blob}`` (:meth:`GradientRegistry.GetBackwardPass`).
 
-        ``ys`` is a list of blobs, each seeded with a gradient of ones named ``<y>_grad``
-        (:func:`scopeops.add_gradient_ops`), or a dict ``{y: its gradient blob}``. The
-        graph, names and gradient operators are scopeops' gradient builder's (see
-        docs/caffe2.md); where a gradient needs a forward value a later op overwrites, a
-        Copy saving it is inserted into the forward ops. ``skip`` is not supported yet.
+        Where a native gradient maker needs a forward value that a later op (or the op
+        itself, in place) overwrites, a ``Copy`` saving it is inserted into the forward
+        ops before the overwrite (Caffe2 raised, or read the overwritten value). The
+        net changes only once the whole pass is built.
         """
-        if not isinstance(ys, (list, tuple, dict)):
-            raise TypeError("ys should either be a list or a dict.")
-        if skip:
-            raise NotImplementedError("AddGradientOperators(skip=...) is not supported yet")
-        _check_python_gradients(self._net.op)
-        native = netdef_to_native(self._net)
-        if isinstance(ys, dict):
-            if any(g is None for g in ys.values()):
-                raise NotImplementedError(
-                    "AddGradientOperators({y: None}) (a generated seed gradient in a dict) "
-                    "needs the gradient builder's Caffe2 protocol; pass a list of such blobs")
-            grads = add_gradient_ops(native, {str(y): str(g) for y, g in ys.items()})
-        else:
-            grads = add_gradient_ops(native, [str(y) for y in ys])
-        del self._net.op[:]
-        self._net.op.extend(operator_to_caffe2(op) for op in native.ops)
+        if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+            raise TypeError(f"skip must be a non-negative int, not {skip!r}")
+        messages = list(self._net.op)
+        natives, result = _backward_pass(messages[skip:], ys)
+        forward = _forward_to_caffe2(result, natives)
+        added = _gradient_ops_to_caffe2(result, natives)
+        if len(forward) != len(natives) or any(
+                new is not old.caffe2 for new, old in zip(forward, natives, strict=True)):
+            self._move_tracebacks(skip, result.forward, natives)
+            forward = [_copied(message) for message in forward]   # before the net drops them
+            del self._net.op[skip:]
+            self._net.op.extend(forward)
+        self._ExtendOps(added)
         self._RecreateLookupTables()
-        return {BlobReference(blob): BlobReference(grad) for blob, grad in grads.items()}
+        return _reference_map(result.grad_map)
+
+    def _move_tracebacks(self, skip: int, forward: list[OperatorDef],
+                         natives: list["_Caffe2Op"]) -> None:
+        """Keep each op's recorded creation site when saving copies shift the ops."""
+        sites = workspace.operator_tracebacks.get(self.Name())
+        if not sites:
+            return
+        moved = {index: site for index, site in sites.items() if index < skip}
+        position = iter(range(len(natives)))
+        for new_index, op in enumerate(forward):
+            if isinstance(op, _Caffe2Op):
+                old = skip + next(position)
+                if old in sites:
+                    moved[skip + new_index] = sites[old]
+        sites.clear()
+        sites.update(moved)
 
 
 # -- gradients ----------------------------------------------------------------------------------
 
 
-class GradientRegistry:
-    """Caffe2's gradient registry.
+@dataclasses.dataclass(eq=False)
+class _Caffe2Op(OperatorDef):
+    """A scopeops op standing for a ``caffe2_pb2`` op: what the gradient builder works on,
+    written back as the message it came from (with the blob names the builder gave it)."""
 
-    Gradients come from scopeops' gradient makers (registered beside scopeops' operators).
-    ``RegisterGradient`` records a Caffe2-protocol function ``(op, g_output) -> (ops,
-    g_input)``; calling such functions needs the gradient builder's hooks for that
-    protocol, which scopeops does not have yet, so a backward pass through an op whose
-    only gradient is a registered Python function raises NotImplementedError.
+    caffe2: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+
+def _from_caffe2(message: Any, what: str = "an operator") -> _Caffe2Op:
+    if not isinstance(message, caffe2_pb2.OperatorDef):
+        raise GradientError(f"{what} must be a caffe2_pb2.OperatorDef, not "
+                            f"{type(message).__name__}")
+    native = operator_to_native(message)
+    return _Caffe2Op(type=native.type, inputs=native.inputs, outputs=native.outputs,
+                     name=native.name, args=native.args, is_gradient_op=native.is_gradient_op,
+                     device_option=native.device_option, engine=native.engine,
+                     caffe2=message)
+
+
+def _gradient_name(gradient: Any, what: str) -> str | None:
+    """A gradient blob name from Caffe2's protocol (None, str, bytes or BlobReference)."""
+    if gradient is None or isinstance(gradient, str):
+        return gradient
+    if isinstance(gradient, (bytes, BlobReference)):
+        return str(BlobReference(gradient))
+    if isinstance(gradient, GradientSlice):
+        raise GradientError(f"{what} is a GradientSlice: sparse gradients are not "
+                            f"supported by scopeops")
+    raise GradientError(f"{what} must be a blob name or None, not {type(gradient).__name__}")
+
+
+def _python_gradient(op_type: str) -> Callable[[OperatorDef, list[Any]], Any] | None:
+    """The builder's view of the function registered for ``op_type``: it gets the forward
+    ``caffe2_pb2`` op and returns scopeops ops standing for the messages it made."""
+    function = GradientRegistry.gradient_registry_.get(op_type)
+    if function is None:
+        return None
+
+    def call(op: OperatorDef, g_output: list[str | None]) -> Any:
+        message = _copied(op.caffe2 if isinstance(op, _Caffe2Op) else operator_to_caffe2(op))
+        result = function(message, list(g_output))
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise GradientError(f"the gradient function registered for {op_type} must "
+                                f"return (ops, g_input), got {result!r}")
+        made, g_input = result
+        if made is None:
+            made = []
+        elif not isinstance(made, (list, tuple)):
+            made = [made]
+        if not isinstance(g_input, (list, tuple)):
+            raise GradientError(f"the gradient function registered for {op_type} must "
+                                f"return g_input as a list, got {g_input!r}")
+        where = f"an op the gradient function registered for {op_type} returned"
+        return ([_from_caffe2(m, where) for m in made],
+                [_gradient_name(g, f"input gradient {k} of the gradient function "
+                                   f"registered for {op_type}")
+                 for k, g in enumerate(g_input)])
+
+    return call
+
+
+def _seed_name(blob: str) -> str:
+    # Caffe2 made the seed fill with CreateOperator, which scopes its output name.
+    return ScopedName(caffe2_seed_name(blob))
+
+
+def _caffe2_ys(ys: Any) -> dict[str, str | None]:
+    if isinstance(ys, list):
+        pairs = [(y, None) for y in ys]
+    elif isinstance(ys, dict):
+        pairs = list(ys.items())
+    else:
+        raise TypeError("ys should either be a list or a dict.")
+    return {str(_gradient_name(y, "a blob in ys")): _gradient_name(g, f"the gradient of {y}")
+            for y, g in pairs}
+
+
+def _caffe2_pass(natives: list[_Caffe2Op], ys: dict[str, str | None]) -> BackwardPass:
+    return backward_ops(natives, ys, makers=_python_gradient, seed_namer=_seed_name,
+                        mark_gradient_ops=True, broadcast="caffe2")
+
+
+def _backward_pass(operators: Any, ys: Any) -> tuple[list[_Caffe2Op], BackwardPass]:
+    seeds = _caffe2_ys(ys)
+    messages = list(operators)
+    for k, message in enumerate(messages):
+        if not isinstance(message, caffe2_pb2.OperatorDef):
+            raise TypeError(f"operator #{k} is a {type(message).__name__}, not a "
+                            f"caffe2_pb2.OperatorDef")
+    natives = [_from_caffe2(message) for message in messages]
+    return natives, _caffe2_pass(natives, seeds)
+
+
+def _refuse_saves(result: BackwardPass, natives: list[_Caffe2Op]) -> None:
+    """A list of gradient ops cannot give a maker a forward value the forward ops
+    overwrite (only a net can, by saving a copy): refuse, as Caffe2 did for values
+    overwritten by later ops."""
+    if not result.saves:
+        return
+    (blob, version), _ = next(iter(result.saves.items()))
+    current = sum(op.outputs.count(blob) for op in natives)
+    raise GradientError(
+        f"Gradient operator needs \"{blob}\" at version {version}, but currently we have "
+        f"version {current}: the forward ops overwrite it. Net.AddGradientOperators saves "
+        f"a copy of it before the overwrite; a list of gradient operators cannot")
+
+
+class _DeviceOptions:
+    """The ``caffe2_pb2.DeviceOption`` each scopeops device option of a pass came from.
+
+    The builder hands a forward op's device option (the same object) to its gradient
+    ops and to the Sums of gradients they make, so each is written back as the very
+    message Caffe2 would have copied.
+    """
+
+    def __init__(self, result: BackwardPass, natives: list[_Caffe2Op]) -> None:
+        self._messages: dict[int, tuple[Any, Any]] = {}
+        for op in list(natives) + list(result.ops):
+            if isinstance(op, _Caffe2Op) and op.caffe2.HasField("device_option"):
+                self._remember(op.device_option, op.caffe2.device_option)
+        native_scope = current_device_scope()
+        if native_scope is not None:
+            self._remember(native_scope, scope.CurrentDeviceScope())
+
+    def _remember(self, native: Any, message: Any) -> None:
+        if native is not None:
+            self._messages.setdefault(id(native), (native, message))
+
+    def write(self, op: OperatorDef, message: Any) -> None:
+        known = self._messages.get(id(op.device_option))
+        if known is not None and known[0] is op.device_option:
+            message.device_option.CopyFrom(known[1])
+
+
+def _copied(message: Any) -> Any:
+    copy = caffe2_pb2.OperatorDef()
+    copy.CopyFrom(message)
+    return copy
+
+
+def _with_names(op: _Caffe2Op) -> Any:
+    """The message ``op`` stands for, with the blob names the builder left it."""
+    message = _copied(op.caffe2)
+    del message.input[:]
+    del message.output[:]
+    message.input.extend(op.inputs)
+    message.output.extend(op.outputs)
+    return message
+
+
+def _gradient_ops_to_caffe2(result: BackwardPass, natives: list[_Caffe2Op]) -> list[Any]:
+    """The pass's ops as Caffe2 built them: a gradient function's messages as returned;
+    a native maker's ops as Caffe2's C++ makers' (``is_gradient_op``, the forward op's
+    device option, engine and, after the maker's own, all its arguments); seed fills
+    and Sums plain."""
+    devices = _DeviceOptions(result, natives)
+    messages = []
+    for op, source in zip(result.ops, result.sources, strict=True):
+        if isinstance(op, _Caffe2Op):
+            messages.append(_with_names(op))
+            continue
+        message = operator_to_caffe2(op)
+        devices.write(op, message)
+        forward = natives[source] if source is not None else None
+        if forward is not None and forward.type not in UNMARKED_MAKER_TYPES:
+            if forward.caffe2.HasField("engine"):
+                message.engine = forward.caffe2.engine
+            if forward.type not in NO_ARGUMENT_COPY:
+                # Arguments the maker took from the forward op go where Caffe2 put them:
+                # after the maker's own, in the forward op's order.
+                own = [a for a in message.arg if not (
+                    a.name in forward.args and op.args.get(a.name) == forward.args[a.name])]
+                del message.arg[:]
+                message.arg.extend(own)
+                message.arg.extend(forward.caffe2.arg)
+        messages.append(message)
+    return messages
+
+
+def _forward_to_caffe2(result: BackwardPass, natives: list[_Caffe2Op]) -> list[Any]:
+    """The forward ops the gradient ops run after: the messages given, the copies that
+    save overwritten values, and ops whose sub-nets a maker changed."""
+    devices = _DeviceOptions(result, natives)
+    given = {id(native) for native in natives}
+    messages = []
+    for op in result.forward:
+        if isinstance(op, _Caffe2Op) and id(op) in given:
+            messages.append(op.caffe2)          # unchanged: the very message given
+        elif isinstance(op, _Caffe2Op):
+            message = _with_names(op)
+            del message.arg[:]
+            message.arg.extend(operator_to_caffe2(op).arg)
+            messages.append(message)
+        else:
+            message = operator_to_caffe2(op)
+            devices.write(op, message)
+            messages.append(message)
+    return messages
+
+
+def _reference_map(grad_map: dict[str, str]) -> dict[BlobReference, Any]:
+    return {BlobReference(blob): BlobReference(grad) for blob, grad in grad_map.items()}
+
+
+class GradientRegistry:
+    """Caffe2's gradient registry, on scopeops' gradient builder.
+
+    ``RegisterGradient(op_type)`` registers a function in Caffe2's protocol, ``(op,
+    g_output) -> (ops, g_input)``, for any op type: ``op`` is the forward
+    ``caffe2_pb2.OperatorDef``, ``g_output`` one gradient blob name (or None) per output;
+    it returns one op, a list or None, and one input gradient name (or None) per input,
+    a name no returned op writes being passed through. Its ops are used as returned.
+    scopeops' own gradient makers take precedence, as Caffe2's C++ makers did; their ops
+    are Caffe2's: ``is_gradient_op`` set, and the forward op's device option, engine and
+    arguments copied.
     """
 
     gradient_registry_: dict[str, Callable[..., Any]] = {}
 
     @classmethod
     def RegisterGradient(cls, op_type: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        if not isinstance(op_type, str) or not op_type:
+            raise TypeError(f"RegisterGradient takes an op type name, not {op_type!r}")
+
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
+            if not callable(func):
+                raise TypeError(f"a gradient function must be callable, not "
+                                f"{type(func).__name__}")
             cls.gradient_registry_[op_type] = func
             return func
 
@@ -825,55 +1060,31 @@ class GradientRegistry:
 
     @classmethod
     def GetGradientForOp(cls, op: Any, g_output: list[Any]) -> tuple[list[Any], list[Any]]:
-        """``(gradient ops, input gradients)`` of one op given its output gradients."""
-        _check_python_gradients([op])
-        native = operator_to_native(op)
-        initial = {name: str(g) for name, g in zip(native.outputs, g_output, strict=True)
-                   if g is not None}
-        backward = backward_ops([native], initial)
-        grad_ops, grads = backward.ops, backward.grad_map
-        if backward.saves:
-            raise NotImplementedError(f"the gradient of {op.type} here needs forward values "
-                                      f"that the op overwrites; use Net.AddGradientOperators")
-        return ([operator_to_caffe2(g) for g in grad_ops],
-                [grads.get(name) for name in native.inputs])
+        """``(gradient ops, g_input)`` of one op given the gradients of its outputs
+        (``g_output``, one name or None per output)."""
+        native = _from_caffe2(op)
+        if not isinstance(g_output, (list, tuple)) or len(g_output) != len(native.outputs):
+            raise GradientError(f"g_output must give one gradient (or None) for each of "
+                                f"the {len(native.outputs)} outputs of {native.type}, got "
+                                f"{g_output!r}")
+        given: dict[str, str | None] = {}
+        for name, g in zip(native.outputs, g_output, strict=True):
+            g = _gradient_name(g, f"the gradient of output {name}")
+            if g is not None:
+                given[name] = g
+        result = _caffe2_pass([native], given)
+        _refuse_saves(result, [native])
+        return (_gradient_ops_to_caffe2(result, [native]),
+                [result.initial_grad_map.get(name) for name in native.inputs])
 
     @classmethod
     def GetBackwardPass(cls, operators: Any, ys: Any, ys_generate_gradient: bool = False
                         ) -> tuple[list[Any], dict[BlobReference, Any]]:
-        """``(gradient ops, {blob: gradient})`` for ``operators`` given ``ys``: a dict of
-        ``{blob: its gradient blob}`` (a list is not supported yet: see
-        ``Net.AddGradientOperators``)."""
-        if isinstance(ys, list):
-            raise NotImplementedError(
-                "GetBackwardPass with a list of ys (generated seed gradients) needs the "
-                "gradient builder's Caffe2 protocol; pass {y: gradient blob} or use "
-                "Net.AddGradientOperators")
-        if not isinstance(ys, dict):
-            raise TypeError("ys should either be a list or a dict.")
-        ops = list(operators)
-        _check_python_gradients(ops)
-        native = [operator_to_native(op) for op in ops]
-        backward = backward_ops(native, {str(k): str(v) for k, v in ys.items()})
-        grad_ops, grads = backward.ops, backward.grad_map
-        if backward.saves:
-            raise NotImplementedError("this backward pass needs forward values that later "
-                                      "ops overwrite; use Net.AddGradientOperators")
-        return ([operator_to_caffe2(g) for g in grad_ops],
-                {BlobReference(k): BlobReference(v) for k, v in grads.items()})
-
-
-def _check_python_gradients(ops: Iterable[Any]) -> None:
-    """NotImplementedError for an op whose only gradient is a registered Python function."""
-    for op in ops:
-        if op.type in GradientRegistry.gradient_registry_:
-            try:
-                native = schema(op.type).gradient
-            except Exception:
-                native = None
-            if native is None:
-                raise NotImplementedError(
-                    f"the gradient of {op.type} is a Python function registered with "
-                    f"GradientRegistry.RegisterGradient; scopeops' gradient builder cannot "
-                    f"call Caffe2-protocol gradient functions yet")
-
+        """``(gradient ops, {blob: gradient})`` of ``operators`` for ``ys``: a list of
+        blobs whose gradients are ones (in ``<y>_autogen_grad``), or a dict ``{y: its
+        gradient blob, or None for ones}``. The operators are not changed; a gradient
+        needing a value the operators overwrite is refused (``GradientError``, a
+        RuntimeError): ``Net.AddGradientOperators`` saves such values instead."""
+        natives, result = _backward_pass(operators, ys)
+        _refuse_saves(result, natives)
+        return _gradient_ops_to_caffe2(result, natives), _reference_map(result.grad_map)
