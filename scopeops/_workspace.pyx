@@ -21,7 +21,6 @@ from libc.string cimport memcpy
 import numpy as np
 
 from scopeops._blob cimport Blob, c_new_blob
-from scopeops._types cimport c_meta_of_value
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
     PyArray_BASE, PyArray_Check, plain_array, array_dtype, array_shape,
