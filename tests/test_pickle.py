@@ -234,6 +234,19 @@ def test_spare_snapshot_buffers_stay_behind():
     assert round_trip(root).nbytes == MIB
 
 
+def test_lookups_after_the_trip_follow_changes_made_after_it():
+    parent = so.Workspace()
+    parent["x"] = 1
+    child = so.Workspace(shared=parent)
+    forwarder = so.Workspace.from_bindings(parent, {"y": "x"})
+    assert child["x"] == 1 and forwarder["y"] == 1      # resolved (and cached) here
+    parent2, child2, forwarder2 = round_trip([parent, child, forwarder])
+    assert child2["x"] == 1 and forwarder2["y"] == 1
+    parent2.rename_blob("x", "z")
+    assert "x" not in child2 and "y" not in forwarder2 and child2["z"] == 1
+    assert child["x"] == 1 and forwarder["y"] == 1       # the originals are untouched
+
+
 def test_unpickled_workspaces_push_pop_look_up_and_create():
     root = so.Workspace()
     root["a"] = np.arange(4.0)
