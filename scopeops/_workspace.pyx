@@ -59,7 +59,7 @@ cdef enum:
     # are not found are cached too), then starts again.
     RESOLUTION_CACHE_LIMIT = 4096
     # A change touching more names than this is logged as one change of every name.
-    CHANGE_NAMES_LOGGED = CHANGE_LOG_SIZE // 8
+    CHANGE_NAMES_LOGGED = CHANGE_LOG_SIZE >> 3   # // 8; a shift stays a C constant in debug builds
 
 # The name of change k is at k & CHANGE_LOG_MASK (an owned reference; NULL: every name).
 cdef PyObject* _change_log[CHANGE_LOG_SIZE]
