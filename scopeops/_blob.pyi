@@ -28,6 +28,11 @@ class Blob:
     def tensor(self, shape: _Shape, dtype: DTypeLike | TypeMeta) -> np.ndarray[Any, Any]:
         """The blob's tensor with this shape and dtype, reusing its buffer.
 
+        An unchanged shape and dtype keeps the contents; after a change of shape
+        or dtype they are unspecified. A value stored with set() of this very
+        shape and dtype is copied, once, into a buffer the blob owns (its
+        contents kept, the caller's array never written); later calls reuse it.
+
         Raises TypeError for a shape that is not ints or a dtype that is not bool
         or numeric; ValueError for a negative size, more than 64 dimensions or an
         impossible tensor (more than 2**56 bytes, counting the non-zero

@@ -8,7 +8,6 @@ allocates nothing, and a shrink or a same-size reshape reuses the memory
 
 cimport cython
 from cpython.ref cimport PyObject
-from cpython.long cimport PyLong_AsSsize_t
 from cpython.number cimport PyNumber_Index
 from cpython.exc cimport PyErr_Clear
 
@@ -32,8 +31,11 @@ _import_array()
 
 cdef extern from "Python.h":
     const Py_ssize_t PY_SSIZE_T_MAX
+    # Unchecked by Cython: -1 with OverflowError set is handled (cleared) by the caller.
+    Py_ssize_t _as_ssize_t_or_minus_one "PyLong_AsSsize_t"(object) noexcept
 
 cdef object _np_empty = np.empty
+cdef object _np_copyto = np.copyto
 cdef object _np_uint8 = np.dtype(np.uint8)
 
 # The largest tensor tensor() makes: no 64-bit processor gives a process more than
@@ -124,7 +126,7 @@ cdef inline bint _same_shape(PyArrayObject* arr, tuple dims) noexcept:
         d = dims[i]
         if type(d) is not int:
             return False
-        if PyLong_AsSsize_t(d) != have[i]:
+        if _as_ssize_t_or_minus_one(d) != have[i]:   # -1 (and an error) when too large
             PyErr_Clear()
             return False
     return True
@@ -231,11 +233,16 @@ cdef class Blob:
     def tensor(self, shape, dtype):
         """The blob's tensor with this shape and dtype, reusing its buffer.
 
-        An unchanged shape and dtype returns the current array itself; a
-        shrink or a same-size reshape reuses the blob's buffer; only growth
-        allocates. Contents are unspecified after a shape change. The blob
-        only reuses memory it allocated itself: a value stored with
-        :meth:`set` is never written through.
+        An unchanged shape and dtype returns the current array itself, contents
+        kept; a shrink or a same-size reshape reuses the blob's buffer; only
+        growth allocates. After a change of shape or dtype the contents are
+        unspecified: write every element before reading one.
+
+        The blob writes only memory it allocated itself. When it holds a value
+        stored with :meth:`set` (or ``feed_blob``) of this very shape and dtype,
+        the first call copies that value into a buffer of the blob's own, once,
+        and returns that: the contents are kept and the caller's array is never
+        written. Later calls reuse the buffer, allocating nothing.
 
         Raises
         ------
@@ -314,11 +321,14 @@ cdef class Blob:
         dt = c_numeric_dtype(dtype)
         nbytes = _tensor_nbytes(dims, dt)
         meta = c_dtype_meta(dtype if type(dtype) is str else dt)
+        kept = _value_to_keep(self, dims, meta.dtype)
         if self._buffer is None or nbytes > self._capacity:
             buffer = _np_empty(nbytes, _np_uint8)
         else:
             buffer = self._buffer
         arr = buffer[:nbytes].view(meta.dtype).reshape(dims)
+        if kept is not None:
+            _np_copyto(arr, kept)   # same shape and dtype: a plain copy, no Python code
         old_value = self._value
         self._buffer = buffer
         self._capacity = PyArray_NBYTES(<PyArrayObject*>buffer)
@@ -418,6 +428,22 @@ cdef int _take_tensor(Blob blob, object value) except -1:
         blob.c_tensor(array_shape(plain), array_dtype(plain))
         np.copyto(blob._value, plain)   # rare (read-only or unaligned memory): no need to be fast
     return 0
+
+
+cdef object _value_to_keep(Blob blob, tuple dims, object dt):
+    """The value stored with set() that tensor(dims, dt) keeps, as a plain ndarray over
+    its memory, or None. Only a caller's array of that very shape and dtype (read from
+    the C-level array, whatever a subclass claims) is kept; the blob's own buffer needs
+    no copy, and any other value gives unspecified contents."""
+    if blob._buffer is not None or not blob._is_tensor:
+        return None
+    value = blob._value
+    if not PyArray_Check(value) or not _same_shape(<PyArrayObject*>value, dims):
+        return None
+    have = array_dtype(value)
+    if have is not dt and have != dt:
+        return None
+    return plain_array(value)
 
 
 cdef Blob c_new_blob(object name):

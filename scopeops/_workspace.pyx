@@ -27,6 +27,7 @@ from scopeops._npy cimport (
 )
 from scopeops.errors import (
     BindingError, BlobNotFoundError, BlobTypeError, PickleStateError, ScopeError,
+    did_you_mean,
 )
 
 _import_array()
@@ -69,6 +70,12 @@ cdef unsigned long long _epoch = 0
 cdef enum:
     # Version of the tuple Workspace.__reduce__ makes; another version is refused.
     WORKSPACE_STATE_VERSION = 1
+
+
+cdef object _not_found(Workspace ws, str name, str message, bint local=False):
+    """A BlobNotFoundError whose message suggests close names, worked out only when read."""
+    return BlobNotFoundError(message, name=name,
+                             visible=ws.local_blobs if local else ws.blobs)
 
 
 cdef inline void _note_change(object name) noexcept:
@@ -367,16 +374,10 @@ cdef class Workspace:
         BlobTypeError
             The blob is empty.
         """
-        cdef str key = _name(name)
-        cdef Blob blob = _find(self, key)
-        if blob is None:
-            raise BlobNotFoundError(f"Blob {key} not in the workspace")
-        if blob._meta is None:
-            return blob.get()   # raises: the blob is empty
-        return blob._value
+        return _fetch(self, name)
 
     def __getitem__(self, name):
-        return self.fetch_blob(name)
+        return _fetch(self, name)
 
     # -- creation ------------------------------------------------------------
 
@@ -441,7 +442,7 @@ cdef class Workspace:
     def __delitem__(self, name):
         cdef str key = _name(name)
         if key not in self._blobs:
-            raise BlobNotFoundError(f"Blob {key} is not in the local blob list")
+            raise _not_found(self, key, f"Blob {key} is not in the local blob list", True)
         _removed = self._blobs.pop(key)   # dies after the change is logged, like remove_blob's
         _note_change(key)
 
@@ -460,7 +461,8 @@ cdef class Workspace:
         cdef str new_name = c_check_name(new)
         cdef Blob blob
         if old_name not in self._blobs:
-            raise BlobNotFoundError(f"Blob {old_name} is not in the local blob list")
+            raise _not_found(self, old_name, f"Blob {old_name} is not in the local blob list",
+                             True)
         if _find(self, new_name) is not None:
             raise BindingError(f"Blob {new_name} is already in the workspace")
         blob = self._blobs.pop(old_name)
@@ -770,7 +772,8 @@ cdef int _check_outer_blobs(Workspace parent, dict bindings) except -1:
     for inner, outer in bindings.items():
         if _find(parent, <str>outer) is None:
             raise BindingError(f"Invalid parent workspace blob: {outer} "
-                               f"(bound to inner name {inner})")
+                               f"(bound to inner name {inner})"
+                               f"{did_you_mean(outer, parent.blobs())}")
     return 0
 
 
@@ -1002,6 +1005,23 @@ cdef inline object _more_names(object names, object more):
             if name not in out:
                 out.append(name)
     return out
+
+
+cdef inline object _fetch(Workspace ws, object name):
+    """fetch_blob and ws[name]."""
+    cdef PyObject* found
+    if type(name) is str:
+        # The common case, a local name: no reference taken on the blob.
+        found = PyDict_GetItem(ws._blobs, name)
+        if found != NULL and (<Blob>found)._meta is not None:
+            return (<Blob>found)._value
+    cdef str key = _name(name)
+    cdef Blob blob = _find(ws, key)
+    if blob is None:
+        raise _not_found(ws, key, f"Blob {key} not in the workspace")
+    if blob._meta is None:
+        return blob.get()   # raises: the blob is empty
+    return blob._value
 
 
 cdef inline str _name(object name):

@@ -1,23 +1,28 @@
-"""``add_if`` and ``add_while``: control flow whose branches run in their own workspaces.
+"""``add_do``, ``add_if`` and ``add_while``: sub-nets that run in their own workspaces.
 
-Each branch is wrapped in a Do with its own scope blob (a ``CreateScope`` for it
-is placed before the If/While op, so every run of the outer net clears it).
-Names a branch reads before writing are its external inputs and must be in the
-lexical scope; names it writes that are in the lexical scope are its external
-outputs; both are bound under identical names. Every other name stays local to
-the branch's workspace and never appears in the outer one.
+``add_do`` adds a Do from a ``{inner: outer}`` mapping: which bound names the
+sub-net reads and which it writes decide the Do's inputs and outputs, so the
+four parallel lists of Caffe2's form (inputs, outputs, ``inner_blobs``,
+``outer_blobs_idx``) and the scope blob at the end of both are written for you.
+
+``add_if`` and ``add_while`` wrap each branch in a Do with its own scope blob (a
+``CreateScope`` for it is placed before the If/While op, so every run of the outer
+net clears it). Names a branch reads before writing are its external inputs and
+must be in the lexical scope; names it writes that are in the lexical scope are
+its external outputs; both are bound under identical names. Every other name stays
+local to the branch's workspace and never appears in the outer one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from scopeops.defs import NetDef, as_netdef, external_reads_writes
-from scopeops.errors import OperatorError
+from scopeops.defs import NetDef, OperatorDef, as_netdef, external_reads_writes
+from scopeops.errors import BindingError, OperatorError, did_you_mean
 from scopeops.names import BlobReference, scoped_name
 from scopeops.net import Net
 
-__all__ = ["add_if", "add_while", "external_blobs"]
+__all__ = ["add_do", "add_if", "add_while", "external_blobs"]
 
 
 def external_blobs(net: Any, lexical_scope: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -76,6 +81,89 @@ def _do_net(name: str, body: Any, inputs: list[str], outputs: list[str], scope_b
                    outer_blobs_idx=[ordered.index(n) for n in inner], **do_args)
     wrapper.add_external_outputs(*_refs(outputs + [scope_blob]))
     return wrapper.netdef
+
+
+def add_do(net: Net, subnet: Any, bindings: Mapping[str, str], scope: str | None = None, *,
+           create_scope: bool = True, reuse_workspace: bool = False,
+           copy_external_blobs: bool = False, name: str = "") -> OperatorDef:
+    """Add a Do to ``net`` that runs ``subnet`` in a pushed workspace, bound by a mapping.
+
+    ``bindings`` maps each name the sub-net uses to the outer blob it stands for,
+    ``{inner: outer}``. A bound name the sub-net reads before writing makes its
+    outer blob a Do input; one it writes makes it an output (both when it does
+    both). Names the sub-net does not bind stay local to its workspace.
+
+    ``scope`` is the scope blob holding the workspace stack; by default a fresh
+    name (``<net>/do_scope``, made unique in the net). With ``create_scope`` (the
+    default) a ``CreateScope`` for it is placed before the Do, unless an earlier op
+    of ``net`` already writes the scope blob (an earlier Do on the same scope, or its
+    CreateScope), so every run of the net starts from an empty stack. Pass
+    ``create_scope=False`` for a scope blob you manage yourself. ``reuse_workspace``,
+    ``copy_external_blobs`` and ``name`` are the Do's own.
+
+    Returns the Do OperatorDef (Caffe2's form: the four lists, and the scope blob
+    last among the inputs and the outputs). Raises :class:`BindingError` for a
+    bound name the sub-net neither reads nor writes, an outer blob bound twice or
+    bound as the scope blob, and (unless ``reuse_workspace``) a name the sub-net
+    reads before writing that is not bound; TypeError for a bad argument type.
+    Nothing is added to ``net`` when it raises.
+    """
+    if not isinstance(net, Net):
+        raise TypeError(f"add_do builds into a Net, not {type(net).__name__}")
+    body = as_netdef(subnet)
+    if not isinstance(bindings, Mapping):
+        raise TypeError(f"bindings must be a mapping {{inner: outer}}, not "
+                        f"{type(bindings).__name__}")
+    pairs = {}
+    for inner, outer in bindings.items():
+        if not isinstance(inner, str) or not inner or not isinstance(outer, str) or not outer:
+            raise TypeError(f"bindings map non-empty names to names, got {inner!r}: {outer!r}")
+        pairs[str(inner)] = scoped_name(outer)
+    if reuse_workspace and copy_external_blobs:
+        raise OperatorError("Reuse workspace and copy external blobs simultaneously in Do op")
+    label = body.name or "<unnamed>"
+    reads, writes = external_reads_writes(body.ops)
+    used = set(reads) | set(writes)
+    for inner in pairs:
+        if inner not in used:
+            raise BindingError(f"add_do: sub-net '{label}' neither reads nor writes {inner}, "
+                               f"which bindings bind{did_you_mean(inner, used - set(pairs))}")
+    if not reuse_workspace:
+        for inner in reads:
+            if inner not in pairs:
+                raise BindingError(
+                    f"add_do: sub-net '{label}' reads {inner} before writing it, and bindings "
+                    f"give no outer blob for it: bind it, {{'{inner}': <outer blob>}}")
+    outers = list(pairs.values())
+    twice = [o for o in dict.fromkeys(outers) if outers.count(o) > 1]
+    if twice:
+        raise BindingError(f"add_do: outer blob {twice[0]} is bound to several inner names "
+                           f"({', '.join(i for i, o in pairs.items() if o == twice[0])}); a "
+                           f"Do binds each outer blob once")
+    scope_blob = scoped_name(scope) if scope is not None \
+        else _unique_blob(net, f"{net.name}/do_scope")
+    if scope_blob in outers:
+        raise BindingError(f"add_do: the scope blob {scope_blob} is also bound as an outer "
+                           f"blob; it must hold only the workspace stack")
+    inputs = [outer for inner, outer in pairs.items() if inner in reads]
+    outputs = [outer for inner, outer in pairs.items() if inner in writes]
+    outer_list = inputs + outputs
+    # Left out, outer_blobs_idx is 0..n-1: give it only when the order differs.
+    index = [outer_list.index(outer) for outer in pairs.values()]
+    do_args: dict[str, Any] = {"net": body, "inner_blobs": list(pairs)}
+    if index != list(range(len(index))):
+        do_args["outer_blobs_idx"] = index
+    if reuse_workspace:
+        do_args["reuse_workspace"] = True
+    if copy_external_blobs:
+        do_args["copy_external_blobs"] = True
+    written = {n for op in as_netdef(net).ops for n in op.outputs}
+    if create_scope and scope_blob not in written:
+        net.add_op("CreateScope", [], _refs([scope_blob]))
+    net.add_op("Do", _refs(inputs + [scope_blob]), _refs(outputs + [scope_blob]), name=name,
+               **do_args)
+    do: OperatorDef = net.ops[-1]
+    return do
 
 
 def _union(*lists: Iterable[str]) -> list[str]:

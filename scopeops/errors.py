@@ -9,9 +9,12 @@ bindings), so code written against plain dictionaries keeps working.
 
 from __future__ import annotations
 
+import difflib
 import pickle
+from typing import Any, Callable, Iterable
 
 __all__ = [
+    "did_you_mean",
     "ScopeError",
     "BlobNotFoundError",
     "BlobTypeError",
@@ -29,11 +32,65 @@ class ScopeError(RuntimeError):
     """Base class of every error raised by scopeops."""
 
 
-class BlobNotFoundError(ScopeError, KeyError):
-    """A blob name is not visible where it was asked for."""
+def _similarity(name: str, candidate: str) -> float:
+    """difflib's ratio of the two names after the scope path they share ("model/"): a
+    common prefix says nothing about a typo in the rest."""
+    cut = 0
+    for i, (a, b) in enumerate(zip(name, candidate, strict=False)):
+        if a != b:
+            break
+        if a == "/":
+            cut = i + 1
+    matcher = difflib.SequenceMatcher(None, name[cut:], candidate[cut:])
+    if matcher.real_quick_ratio() < 0.6 or matcher.quick_ratio() < 0.6:
+        return 0.0
+    return matcher.ratio()
 
-    # KeyError.__str__ repr()s its argument; a message reads better as is.
-    __str__ = RuntimeError.__str__
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean weights?"``, naming the candidates closest to ``name`` (at
+    most three), or ``""`` when none is close. For error paths only: it compares
+    ``name`` with every candidate."""
+    scored = []
+    for candidate in dict.fromkeys(c for c in candidates if isinstance(c, str)):
+        if candidate != name:
+            score = _similarity(name, candidate)
+            if score >= 0.6:
+                scored.append((-score, candidate))
+    close = [candidate for _, candidate in sorted(scored)[:3]]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+class BlobNotFoundError(ScopeError, KeyError):
+    """A blob name is not visible where it was asked for.
+
+    ``name`` is the name asked for, when the raiser gave it. A raiser that also gives
+    ``visible`` (a function returning the names that were visible) gets the closest of
+    them added to the message ("did you mean weights?"), worked out the first time the
+    message is read: code that catches the error as a membership test pays nothing.
+    Until then the error holds ``visible`` (and so the workspace it reads), as
+    Python's ``AttributeError`` holds its object for the same purpose.
+    """
+
+    def __init__(self, *args: Any, name: str | None = None,
+                 visible: Callable[[], Iterable[str]] | None = None) -> None:
+        super().__init__(*args)
+        self.name = name
+        self._visible = visible
+        self._hint = ""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ repr()s its argument; a message reads better as is.
+        message = RuntimeError.__str__(self)
+        visible = self._visible
+        if visible is not None and self.name is not None:
+            self._hint = did_you_mean(self.name, visible())
+            self._visible = None
+        return message + self._hint
+
+    def __reduce__(self) -> Any:
+        # The message as read now (the visible names may not pickle, or be gone later).
+        return (type(self), (str(self),), {"name": self.name})
 
 
 class BlobTypeError(ScopeError, TypeError):
@@ -62,8 +119,10 @@ class GradientError(OperatorError, ValueError):
     Raised by ``add_gradient_ops`` (and ``backward_ops``) before anything is added:
     an op on the gradient path that breaks its schema, a ``StopGradient`` whose
     output nothing reads, a gradient op that needs a blob at a version the
-    forward pass has overwritten (the message says "version"), or a gradient
-    that no maker can build. A ``ValueError`` because the net is the bad input.
+    forward pass has overwritten (the message says "version"), a gradient
+    that no maker can build, or a net that already has the backward pass it would
+    add (``add_gradient_ops`` called twice). A ``ValueError`` because the net is the
+    bad input.
     """
 
 

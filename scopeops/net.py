@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any, Iterable
 
 from scopeops.defs import NetDef, OperatorDef, as_netdef, blob_names
-from scopeops.errors import PickleStateError
+from scopeops.errors import PickleStateError, did_you_mean
 from scopeops.names import DEVICE_SCOPE, NAME_SCOPE, BlobReference, DeviceOption
 from scopeops.ops.base import lookup, registered_operators
 from scopeops.ops.executor import NetExecutor
@@ -183,9 +183,12 @@ class Net:
         return _references(scoped) if scoped else ()
 
     def __getattr__(self, type_name: str) -> Any:
-        if type_name.startswith("_") or type_name not in registered_operators():
+        if type_name.startswith("_"):
+            raise AttributeError(f"'Net' has no attribute {type_name!r}")
+        if type_name not in registered_operators():
             raise AttributeError(
-                f"'Net' has no attribute {type_name!r} (and no operator type of that name)")
+                f"'Net' has no attribute {type_name!r} (and no operator type of that name"
+                f"{did_you_mean(type_name, registered_operators())})")
 
         def add(inputs: Any, outputs: Any = 1, name: str = "", **args: Any) -> Any:
             return self.add_op(type_name, inputs, outputs, name=name, **args)

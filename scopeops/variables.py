@@ -45,7 +45,7 @@ import numpy as np
 
 from scopeops import initializers
 from scopeops._workspace import Workspace as _CoreWorkspace
-from scopeops.errors import VariableError
+from scopeops.errors import VariableError, did_you_mean
 from scopeops.names import BlobReference
 from scopeops.scope import NameScope
 
@@ -201,7 +201,8 @@ def _check_loaded_name(workspace: Any, name: Any) -> str:
         raise TypeError(f"register_loaded_blobs takes blob names (str), not "
                         f"{type(name).__name__}")
     if workspace.get_blob(name) is None:
-        raise VariableError(f"register_loaded_blobs: the workspace holds no blob {name}")
+        raise VariableError(f"register_loaded_blobs: the workspace holds no blob {name}"
+                            f"{did_you_mean(name, workspace.blobs())}")
     return str(name)
 
 
@@ -361,6 +362,14 @@ def get_variable(name: str, shape: Any = None, dtype: Any = "float32", initializ
                                     f"{dtype.name} and found dtype {found_dtype.name}.")
             return BlobReference(full)
         if scope.reuse is True:
+            known = list(_live_variables(workspace))
+            if store is not None:
+                known += store.loaded
+            hint = did_you_mean(full, known)
+            if hint:
+                raise VariableError(f"Variable {full} does not exist, or was not created with "
+                                    f"get_variable(){hint} If it is a new variable, set "
+                                    f"reuse=so.AUTO_REUSE in variable_scope.")
             raise VariableError(f"Variable {full} does not exist, or was not created with "
                                 f"get_variable(). Did you mean to set reuse=so.AUTO_REUSE in "
                                 f"variable_scope?")

@@ -2,6 +2,8 @@
 
 import gc
 import re
+import sys
+import tracemalloc
 import weakref
 
 import numpy as np
@@ -387,6 +389,164 @@ def test_tensor_replaces_a_non_tensor_value():
     array = blob.tensor((3,), np.float32)
     assert blob.meta == so.type_meta(np.ndarray)
     assert blob.get() is array
+
+
+def test_tensor_of_a_huge_size_beside_an_owned_buffer_reports_nothing_unraisable(monkeypatch):
+    # The fast path compares the asked shape with the array's in C: a size too large for
+    # a C integer must read as "not the same shape", not print "Exception ignored".
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    blob = so.Blob()
+    blob.tensor((2, 3), np.float32)
+    with pytest.raises(ValueError, match="too large"):
+        blob.tensor((2, 2**70), np.float32)
+    assert unraisable == []
+
+
+# --- tensor() over a value stored with set() ---------------------------------------------------
+
+
+def test_tensor_of_the_stored_shape_and_dtype_keeps_the_readme_hidden_value():
+    # The README's example: hidden = w @ ones, then tensor() of its own shape and dtype.
+    root = so.Workspace()
+    root["weights"] = np.ones((4, 4), np.float32)
+    stack = so.WorkspaceStack()
+    step = stack.push_forward_workspace(root, {"w": "weights"})
+    step["hidden"] = step["w"] @ np.ones(4, np.float32)
+    out = step.get_blob("hidden").tensor((4,), np.float32)
+    assert out.tolist() == [4.0, 4.0, 4.0, 4.0]
+    assert step["hidden"].tolist() == [4.0, 4.0, 4.0, 4.0]
+
+
+def test_tensor_keeping_a_set_value_never_writes_the_callers_array():
+    blob = so.Blob()
+    mine = np.arange(6, dtype=np.int32).reshape(2, 3)
+    blob.set(mine)
+    out = blob.tensor((2, 3), np.int32)
+    out[...] = -1
+    assert not np.shares_memory(out, mine)
+    assert mine.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_tensor_keeping_a_set_value_makes_the_blob_own_its_buffer():
+    blob = so.Blob()
+    blob.set(np.full(5, 2.5))
+    out = blob.tensor((5,), np.float64)
+    assert blob.get() is out
+    assert blob.tensor((5,), np.float64) is out          # the fast path from now on
+    assert blob.nbytes >= 40
+
+
+def test_tensor_after_keeping_a_set_value_allocates_nothing():
+    blob = so.Blob()
+    blob.set(np.ones((64, 64), np.float32))
+    first = blob.tensor((64, 64), np.float32)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(1000):
+            again = blob.tensor((64, 64), np.float32)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert data_pointer(again) == data_pointer(first)
+    assert grown < 1024
+
+
+def test_tensor_keeps_a_set_value_given_in_a_list_shape_and_string_dtype():
+    blob = so.Blob()
+    blob.set(np.array([[1, 2], [3, 4]], np.int64))
+    assert blob.tensor([2, 2], "int64").tolist() == [[1, 2], [3, 4]]
+
+
+def test_tensor_keeps_a_non_contiguous_set_value_in_c_order():
+    blob = so.Blob()
+    base = np.arange(12.0).reshape(3, 4)
+    blob.set(base.T[:, ::2])                              # shape (4, 2), strided
+    out = blob.tensor((4, 2), np.float64)
+    assert out.flags.c_contiguous
+    assert out.tolist() == base.T[:, ::2].tolist()
+
+
+def test_tensor_keeps_a_read_only_set_value_and_returns_a_writeable_array():
+    blob = so.Blob()
+    blob.set(np.broadcast_to(np.float32(3.0), (2, 2)))   # read-only, zero strides
+    out = blob.tensor((2, 2), np.float32)
+    assert out.flags.writeable and out.tolist() == [[3.0, 3.0], [3.0, 3.0]]
+
+
+def test_tensor_keeps_a_0_d_set_value():
+    blob = so.Blob()
+    blob.set(np.array(7, np.int16))
+    assert blob.tensor((), np.int16)[()] == 7
+
+
+class _LyingArray(np.ndarray):
+    """Claims another shape, dtype and size, and refuses every numpy call made on it."""
+
+    shape = property(lambda self: (1000,))
+    dtype = property(lambda self: np.dtype(np.float64))
+    nbytes = property(lambda self: 8000)
+    strides = property(lambda self: (8,))
+
+    def __array_finalize__(self, obj):
+        if obj is not None and getattr(obj, "_armed", False):
+            raise AssertionError("a view of the subclass was made")
+
+    def __array_function__(self, *args, **kwargs):
+        raise AssertionError("a numpy function dispatched to the subclass")
+
+    def __array_ufunc__(self, *args, **kwargs):
+        raise AssertionError("a ufunc dispatched to the subclass")
+
+    def __getitem__(self, key):
+        raise AssertionError("the subclass was indexed")
+
+
+def test_tensor_keeps_an_ndarray_subclass_value_by_its_real_shape_and_dtype():
+    lying = np.array([1.0, 2.0, 3.0], np.float32).view(_LyingArray)
+    lying._armed = True
+    blob = so.Blob()
+    blob.set(lying)
+    out = blob.tensor((3,), np.float32)
+    assert type(out) is np.ndarray
+    assert out.tolist() == [1.0, 2.0, 3.0]
+    assert blob.nbytes == 12
+
+
+def test_tensor_does_not_keep_a_subclass_value_whose_claimed_shape_matches():
+    lying = np.zeros(3, np.float32).view(_LyingArray)    # claims (1000,) float64
+    blob = so.Blob()
+    blob.set(lying)
+    out = blob.tensor((1000,), np.float64)
+    assert out.shape == (1000,) and blob.nbytes == 8000
+
+
+def test_tensor_of_another_dtype_than_a_set_value_gives_a_buffer_of_that_size():
+    blob = so.Blob()
+    mine = np.arange(4, dtype=np.float64)
+    blob.set(mine)
+    out = blob.tensor((4,), np.float32)
+    assert out.dtype == np.float32 and out.shape == (4,)
+    assert blob.nbytes == 16
+    assert mine.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_tensor_of_another_shape_than_a_set_value_gives_a_buffer_of_that_size():
+    blob = so.Blob()
+    mine = np.ones((2, 3), np.float32)
+    blob.set(mine)
+    out = blob.tensor((3, 3), np.float32)
+    assert out.shape == (3, 3) and blob.nbytes == 36
+    assert not np.shares_memory(out, mine)
+
+
+def test_tensor_of_a_byte_swapped_set_value_counts_as_another_dtype():
+    blob = so.Blob()
+    blob.set(np.arange(3, dtype=">f4"))
+    out = blob.tensor((3,), np.float32)
+    assert out.dtype == np.dtype("=f4") and blob.nbytes == 12
 
 
 # --- nbytes ---------------------------------------------------------------------------------

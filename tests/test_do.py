@@ -68,7 +68,8 @@ def test_do_copy_external_blobs_with_reuse_is_refused_before_binding_lengths():
 def test_do_different_inner_outer_lengths_are_refused_before_duplicate_inputs():
     ws = outer_workspace()
     with raises_do("Invalid blob bindings: different inner/outer blobs lengths"):
-        build_do(ws, ["x", "x", "scope"], ["y", "other"], net=EMPTY, inner_blobs=["a"])
+        build_do(ws, ["x", "x", "scope"], ["y", "other"], net=EMPTY, inner_blobs=["a"],
+                 outer_blobs_idx=[0, 1])
 
 
 def test_do_outer_index_without_inner_name_is_a_length_mismatch():
@@ -81,6 +82,20 @@ def test_do_duplicate_input_blobs_are_refused_before_workspace_blob_mismatch():
     ws = outer_workspace()
     with raises_do("Duplicate input blobs"):
         build_do(ws, ["x", "x", "scope"], ["y", "y", "other"], net=EMPTY)
+
+
+def test_do_duplicate_input_blobs_error_names_the_blob():
+    ws = outer_workspace()
+    with raises_do("Duplicate input blobs: x (a Do binds each outer blob once"):
+        build_do(ws, ["x", "z", "x", "scope"], ["scope"], net=EMPTY,
+                 inner_blobs=["a", "b", "c"])
+
+
+def test_do_duplicate_output_blobs_error_names_the_blob():
+    ws = outer_workspace()
+    with raises_do("Duplicate output blobs: y (a Do binds each outer blob once"):
+        build_do(ws, ["x", "scope"], ["y", "y", "scope"], net=EMPTY,
+                 inner_blobs=["a", "b", "c"])
 
 
 def test_do_duplicate_scope_blob_among_inputs_is_a_duplicate_input():
@@ -179,6 +194,43 @@ def test_do_in_place_name_bound_once_is_valid():
     ws = outer_workspace()
     build_do(ws, ["x", "scope"], ["x", "scope"], net=EMPTY,
              inner_blobs=["a"], outer_blobs_idx=[1])
+
+
+def test_do_without_outer_blobs_idx_binds_inner_name_i_to_outer_blob_i():
+    ws = outer_workspace()
+    sub = so.Net("sub")
+    sub.Mul(["a", "b"], ["c"])
+    net = so.Net("outer")
+    net.Do(["x", "z", "scope"], ["y", "scope"], net=sub, inner_blobs=["a", "b", "c"])
+    ws.create_net(net)
+    ws.run_net("outer")
+    assert ws.fetch_blob("y").tolist() == [5.0, 10.0]
+
+
+def test_do_without_outer_blobs_idx_still_counts_its_bindings():
+    ws = outer_workspace()
+    with raises_do("Not all outer names are used in blob bindings"):
+        build_do(ws, ["x", "z", "scope"], ["scope"], net=EMPTY, inner_blobs=["a"])
+
+
+def test_do_gradient_without_outer_blobs_idx_equals_the_explicit_form():
+    def model(**index):
+        sub = so.Net("sub")
+        sub.Mul(["a", "b"], ["c"])
+        sub.Tanh(["c"], ["d"])
+        net = so.Net("outer")
+        net.Do(["x", "z", "scope"], ["y", "scope"], net=sub, inner_blobs=["a", "b", "d"],
+               **index)
+        net.SumElements(["y"], ["loss"])
+        so.add_gradient_ops(net, ["loss"])
+        ws = outer_workspace()
+        ws.run_net_once(net)
+        return ws.fetch_blob("x_grad"), ws.fetch_blob("z_grad")
+
+    implicit, explicit = model(), model(outer_blobs_idx=[0, 1, 2])
+    np.testing.assert_array_equal(implicit[0], explicit[0])
+    np.testing.assert_array_equal(implicit[1], explicit[1])
+    assert np.abs(implicit[1]).sum() > 0
 
 
 def test_do_with_zero_outer_names_and_zero_bindings_is_valid():

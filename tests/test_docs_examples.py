@@ -1,4 +1,9 @@
-"""Every ```python block of the docs and the README runs, top to bottom."""
+"""Every ```python block of the docs and the README runs, top to bottom.
+
+A block whose first line is ``# ... continued from the block above`` runs after the
+blocks it continues (a tutorial that builds one program over several sections); every
+other block runs on its own.
+"""
 
 import contextlib
 import dataclasses
@@ -14,11 +19,30 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
+CONTINUED = "# ... continued from the block above\n"
+
+
+def _programs(page):
+    """Each block of the page, with the blocks it continues in front of it."""
+    program = ""
+    for code in BLOCK.findall(page.read_text()):
+        program = program + code if code.startswith(CONTINUED) else code
+        yield program
+
+
 EXAMPLES = [
     pytest.param(page, index, code, id=f"{page.name}-{index}")
     for page in PAGES
-    for index, code in enumerate(BLOCK.findall(page.read_text()))
+    for index, code in enumerate(_programs(page))
 ]
+
+
+def test_a_continued_block_runs_after_the_blocks_it_continues(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("```python\nx = 1\n```\n\n```python\n" + CONTINUED + "y = x + 1\n```\n"
+                    "\n```python\nz = 3\n```\n")
+    assert list(_programs(page)) == ["x = 1\n", "x = 1\n" + CONTINUED + "y = x + 1\n",
+                                     "z = 3\n"]
 
 
 def test_the_docs_have_examples():

@@ -934,6 +934,11 @@ def add_gradient_ops(net: Any, losses: Any, *, makers: MakerLookup | None = None
     a saved blob is inserted into the forward ops before the overwrite. The net is
     changed only once the whole pass is built: on any error it is left as it was.
     The keyword arguments are the hooks of :func:`backward_ops`.
+
+    A net that already has its backward pass is refused with :class:`GradientError`:
+    one whose ops already write blobs the new pass would write (its seeds, its
+    gradients), as after a second call on the same net. Gradients of several losses
+    come from one call with all of them.
     """
     netdef = as_netdef(net)
     if isinstance(losses, str):
@@ -954,5 +959,55 @@ def add_gradient_ops(net: Any, losses: Any, *, makers: MakerLookup | None = None
                           makers=makers, seed_namer=seed_namer,
                           mark_gradient_ops=mark_gradient_ops, copy_arguments=copy_arguments,
                           broadcast=broadcast, net_name=netdef.name)
+    _refuse_a_second_pass(netdef, losses, result.ops)
     netdef.ops[:] = result.forward + result.ops
     return result.grad_map
+
+
+def _scope_blobs(ops: Sequence[OperatorDef]) -> set[str]:
+    """The scope blobs of the Do ops among ``ops`` and in the nets they hold."""
+    found: set[str] = set()
+    for op in ops:
+        if op.type == "Do" and op.outputs:
+            found.add(op.outputs[-1])
+        for value in op.args.values():
+            for net in value if isinstance(value, list) else [value]:
+                if isinstance(net, NetDef):
+                    found |= _scope_blobs(net.ops)
+    return found
+
+
+def _refuse_a_second_pass(netdef: NetDef, losses: Any, backward: list[OperatorDef]) -> None:
+    """GradientError when the backward pass would write blobs the net's ops already write.
+
+    That is what a net that already has its backward pass looks like (a notebook cell
+    re-run calls add_gradient_ops again): the seeds and gradients are written twice, and
+    a second gradient Do pops a workspace no forward Do pushed. It is read from the ops
+    alone, so it holds for nets rebuilt from an edited NetDef too, and gradients of
+    another loss that share no blob with the first pass may still be added later.
+    """
+    given = {g for g in losses.values() if g is not None} if isinstance(losses, Mapping) \
+        else set()
+    # A gradient Do writes its forward Do's scope blob by design.
+    given |= _scope_blobs(backward)
+    writer: dict[str, int] = {}
+    for index, op in enumerate(netdef.ops):
+        for name in op.outputs:
+            writer.setdefault(name, index)
+    clashes = list(dict.fromkeys(name for op in backward for name in op.outputs
+                                 if name in writer and name not in given))
+    if not clashes:
+        return
+    shown = ", ".join(clashes[:4]) + (f" and {len(clashes) - 4} more" if len(clashes) > 4
+                                      else "")
+    first = netdef.ops[writer[clashes[0]]]
+    loss_names = list(losses)
+    raise GradientError(
+        f"add_gradient_ops: net '{netdef.name}' already writes {shown} (op "
+        f"#{writer[clashes[0]]}, {first.type}), which the backward pass for {loss_names} "
+        f"would write again: the net already has a backward pass (add_gradient_ops called "
+        f"on it before, as when a notebook cell is run again). The net is unchanged. For "
+        f"the gradients of several losses, pass them in one call "
+        f"(add_gradient_ops(net, ['loss_a', 'loss_b']) sums them); to build the pass "
+        f"again, build the forward net again (re-run the code that builds it, or keep a "
+        f"copy before adding gradients: forward = net.netdef.copy()).")

@@ -47,7 +47,8 @@ class _DoBindings:
             raise OperatorError("No net argument found in Do op")
         self.subnet = net
         inner = list(op.args.get("inner_blobs") or [])
-        idx = list(op.args.get("outer_blobs_idx") or [])
+        idx = list(op.args["outer_blobs_idx"]) if "outer_blobs_idx" in op.args \
+            else list(range(len(inner)))   # left out: inner name i binds outer blob i
         if len(inner) != len(idx):
             raise OperatorError("Arguments inner_blobs and outer_blobs_idx of different "
                                 "length in Do op")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from scopeops._workspace import structure_epoch
 from scopeops.defs import OperatorDef
-from scopeops.errors import BlobNotFoundError, OperatorError
+from scopeops.errors import BlobNotFoundError, OperatorError, did_you_mean
 
 __all__ = [
     "Arg",
@@ -281,7 +281,8 @@ class Operator:
         for name in definition.inputs:
             if not workspace.has_blob(name):
                 raise BlobNotFoundError(
-                    f"op {definition.type}: Encountered a non-existing input blob: {name}")
+                    f"op {definition.type}: Encountered a non-existing input blob: {name}"
+                    f"{did_you_mean(name, workspace.blobs())}", name=name)
         self.validate()
         problem = spec.aliasing_error(
             definition.inputs, definition.outputs,
@@ -319,7 +320,8 @@ class Operator:
             blob = ws.get_blob(name)
             if blob is None:
                 raise BlobNotFoundError(
-                    f"op {self.definition.type}: input blob {name} is no longer in the workspace")
+                    f"op {self.definition.type}: input blob {name} is no longer in the "
+                    f"workspace{did_you_mean(name, ws.blobs())}", name=name)
             inputs.append(blob)
         outputs = [ws.create_blob(name) for name in self.definition.outputs]
         problem = lookup(self.definition.type).aliasing_error(

@@ -6,10 +6,19 @@ binds, under inner names. A forward Do pushes (or, with ``reuse_workspace``,
 reuses the top); a gradient Do pops the workspace its forward Do pushed, so the
 backward ops see the forward step's local blobs. ``If`` and ``While`` run their
 nets in the same workspace.
+
+A forward Do also watches its stack: when it finds it ``GROWTH_WARNING_DEPTH``
+workspaces deeper than at its first push, and no CreateScope or gradient Do ever
+emptied that stack, a ``ResourceWarning`` says the stack only grows (once per stack).
+The check is one comparison per push, in Python, off the C paths.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
+from collections import Counter
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -17,10 +26,18 @@ import numpy as np
 from scopeops.defs import NetDef
 from scopeops.errors import OperatorError
 from scopeops.ops.base import Arg, Operator, register
-from scopeops.ops.create_scope import scope_stack
+from scopeops.ops.create_scope import (
+    mark_stack_looked_after,
+    scope_stack,
+    stack_is_looked_after,
+)
 from scopeops.ops.executor import NetExecutor
 
-__all__ = ["DoOp", "IfOp", "WhileOp"]
+__all__ = ["DoOp", "GROWTH_WARNING_DEPTH", "IfOp", "WhileOp"]
+
+#: How much deeper than at its first push a forward Do may find its stack before the stack
+#: is reported (once) as only growing, unless a CreateScope or a gradient Do empties it.
+GROWTH_WARNING_DEPTH = 1000
 
 
 def _net_arg(op: Operator, name: str, message: str) -> NetDef:
@@ -34,7 +51,8 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
           args={"net": Arg(NetDef, None, doc="the sub-net"),
                 "inner_blobs": Arg(list, [], doc="inner names to bind"),
                 "outer_blobs_idx": Arg(list, [], doc="indices into inputs + outputs "
-                                       "(both without the scope blob)"),
+                                       "(both without the scope blob); left out, "
+                                       "inner_blobs[i] binds outer blob i"),
                 "saved_fwd_blobs": Arg(list, [], doc="informational: forward blobs the "
                                        "backward pass reads"),
                 "reuse_workspace": Arg(bool, False, doc="run in the workspace the last "
@@ -45,7 +63,7 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
               "(the last input and output), with inner names bound to outer blobs.")
 class DoOp(Operator):
     __slots__ = ("subnet", "bindings", "is_gradient", "reuse_workspace",
-                 "copy_external_blobs", "forwarded_inner")
+                 "copy_external_blobs", "forwarded_inner", "_stack_seen", "_warn_at")
 
     def validate(self) -> None:
         d = self.definition
@@ -58,7 +76,8 @@ class DoOp(Operator):
         if self.copy_external_blobs and self.reuse_workspace:
             raise OperatorError("Reuse workspace and copy external blobs simultaneously in Do op")
         inner_blobs = list(self.args.get("inner_blobs") or [])
-        outer_idx = list(self.args.get("outer_blobs_idx") or [])
+        outer_idx = list(d.args["outer_blobs_idx"]) if "outer_blobs_idx" in d.args \
+            else list(range(len(inner_blobs)))   # left out: inner name i binds outer blob i
         if not all(isinstance(n, str) and n for n in inner_blobs):
             raise OperatorError("Invalid blob bindings: inner_blobs must be non-empty names")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in outer_idx):
@@ -70,14 +89,16 @@ class DoOp(Operator):
             raise OperatorError("Expected at least one input blob")
         outer_inputs = inputs[:-1]
         if len(set(outer_inputs)) != len(outer_inputs):
-            raise OperatorError("Duplicate input blobs")
+            raise OperatorError(f"Duplicate input blobs: {_repeated(outer_inputs)} (a Do binds "
+                                f"each outer blob once: list it once among the inputs)")
         if not outputs:
             raise OperatorError("Expected at least one output blob")
         if inputs[-1] != outputs[-1]:
             raise OperatorError("Expected same input/output workspace blob")
         outer_outputs = outputs[:-1]
         if len(set(outer_outputs)) != len(outer_outputs):
-            raise OperatorError("Duplicate output blobs")
+            raise OperatorError(f"Duplicate output blobs: {_repeated(outer_outputs)} (a Do "
+                                f"binds each outer blob once: list it once among the outputs)")
         outer = outer_inputs + outer_outputs
         bindings: dict[str, str] = {}
         used: set[str] = set()
@@ -97,6 +118,10 @@ class DoOp(Operator):
             raise OperatorError("Not all outer names are used in blob bindings")
         self.bindings = bindings
         self.forwarded_inner = list(bindings)
+        # The stack a gradient Do last marked as looked after, and the depth at which a
+        # forward Do looks at its stack's growth (-1: at the first push).
+        self._stack_seen: Any = None
+        self._warn_at = -1
         ws = self.workspace
         self._check_scope_blob([ws.get_blob(n) for n in inputs],
                                [ws.get_blob(n) for n in outputs])
@@ -117,13 +142,18 @@ class DoOp(Operator):
         depth = len(stack)
         if self.is_gradient:
             child = stack.pop_gradient_workspace(parent, self.bindings)
+            if stack is not self._stack_seen:
+                mark_stack_looked_after(stack)
+                self._stack_seen = stack
         elif self.reuse_workspace and not stack.empty():
             child = stack.reuse_last_forward_workspace(parent, self.bindings)
         else:
             child = stack.push_forward_workspace(parent, self.bindings)
+            if depth >= self._warn_at:   # the only cost on the usual path
+                self._watch_growth(stack, depth)
         if child is None:
-            raise OperatorError("Failed to initialize Do op workspace: the scope stack is empty"
-                                if self.is_gradient else "Failed to initialize Do op workspace")
+            raise OperatorError(self._empty_stack_message() if self.is_gradient
+                                else "Failed to initialize Do op workspace")
         try:
             executor = child.get_net(self.subnet.name) if self.subnet.name else None
             if executor is None:
@@ -136,6 +166,64 @@ class DoOp(Operator):
             raise
         if not self.is_gradient and self.copy_external_blobs:
             child.copy_forwarded_tensors(self.forwarded_inner)
+
+
+    def _watch_growth(self, stack: Any, depth: int) -> None:
+        """At the first push, note where to look; there, one ResourceWarning per stack
+        that forward Dos only push on, unless something empties it (a CreateScope, a
+        gradient Do) or it was reported already."""
+        if self._warn_at < 0:   # the first push: look when the stack holds that many more
+            self._warn_at = depth + GROWTH_WARNING_DEPTH - 1
+            return
+        self._warn_at = depth + GROWTH_WARNING_DEPTH   # and again as many pushes later
+        if stack_is_looked_after(stack):
+            return
+        mark_stack_looked_after(stack)
+        scope = self.definition.inputs[-1]
+        warnings.warn(
+            f"Do: the workspace stack in scope blob {scope} only grows: {depth + 1} "
+            f"workspaces{_holding(stack)} pushed by forward Do ops with none popped or "
+            f"cleared. "
+            f"Each run of a forward-only net pushes one more and keeps it. Put a "
+            f"CreateScope for {scope} before the Do (so.control.add_do does) so each run "
+            f"starts from an empty stack, or pass reuse_workspace=True to run in the same "
+            f"workspace every time, or add the backward pass (so.add_gradient_ops), whose "
+            f"gradient Do pops what the forward Do pushed.",
+            ResourceWarning, stacklevel=_caller_outside_scopeops())
+
+    def _empty_stack_message(self) -> str:
+        scope = self.definition.inputs[-1]
+        return (f"Failed to initialize Do op workspace: the scope stack is empty: the scope "
+                f"blob {scope} holds no workspace for this gradient Do to pop. A gradient Do "
+                f"pops the workspace its forward Do pushed, so one ran without its forward "
+                f"Do: most likely the backward pass was added twice (add_gradient_ops "
+                f"called again on the same net), or the net pops more than it pushes (more "
+                f"gradient Dos than forward Dos on {scope}, or a CreateScope clearing "
+                f"{scope} between them)")
+
+
+def _holding(stack: Any) -> str:
+    nbytes = stack.nbytes
+    return f" (holding {nbytes:,} bytes of blobs)" if nbytes else ""
+
+
+def _caller_outside_scopeops() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside scopeops."""
+    level = 1
+    frame: FrameType | None = sys._getframe(1)   # level 1: the frame that calls warnings.warn
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "scopeops" and not module.startswith("scopeops."):
+            break
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _repeated(names: list[str]) -> str:
+    """The names that occur more than once, in order of first occurrence."""
+    counts = Counter(names)
+    return ", ".join(n for n in dict.fromkeys(names) if counts[n] > 1)
 
 
 def _named(netdef: NetDef, op: Operator) -> NetDef:
