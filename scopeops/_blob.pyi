@@ -1,4 +1,4 @@
-from typing import Any, final
+from typing import Any, NoReturn, final
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -40,3 +40,7 @@ class Blob:
         MemoryError for a possible tensor that does not fit in memory. A refused
         call changes nothing (the blob, the known types).
         """
+    # Pickle support (trusted transport): the state is a tuple, checked on the way in.
+    def __reduce__(self) -> tuple[Any, ...]: ...
+    def __setstate__(self, state: tuple[Any, ...]) -> None: ...
+    def __copy__(self) -> NoReturn: ...

@@ -18,13 +18,14 @@ import numpy as np
 from scopeops._npy cimport (
     PyArrayObject, _import_array, npy_intp, PyArray_DATA, PyArray_NDIM, PyArray_DIMS,
     PyArray_STRIDES, PyArray_SIZE, PyArray_ITEMSIZE, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
-    PyArray_ISWRITEABLE, PyArray_Check, plain_array, array_dtype, array_shape,
+    PyArray_ISWRITEABLE, PyArray_ISALIGNED, PyArray_Check, plain_array, array_dtype,
+    array_shape,
 )
 from scopeops._types cimport (
     TypeMeta, DTypeCode, DT_OTHER, TENSOR_META, c_meta_of_value, c_dtype_meta, type_meta,
     c_numeric_dtype, c_known_dtype_meta, c_array_dtype_code,
 )
-from scopeops.errors import BlobTypeError
+from scopeops.errors import BlobTypeError, PickleStateError
 
 _import_array()
 
@@ -41,6 +42,15 @@ cdef object _np_uint8 = np.dtype(np.uint8)
 # 2**56 bytes of address space (x86-64 with 5-level paging; others give less), so a
 # larger tensor cannot exist and is refused with ValueError before any allocation.
 cdef Py_ssize_t MAX_TENSOR_BYTES = min(PY_SSIZE_T_MAX, 1 << 56)
+
+
+cdef enum:
+    # Version of the tuple Blob.__reduce__ makes; another version is refused.
+    BLOB_STATE_VERSION = 1
+    # What a pickled blob holds.
+    HOLDS_NOTHING = 0
+    HOLDS_VALUE = 1
+    HOLDS_OWN_TENSOR = 2
 
 
 cdef inline str _describe(Blob blob):
@@ -328,6 +338,96 @@ cdef class Blob:
         self._value = arr
         del old_value
         return arr
+
+    # -- pickling (trusted transport: docs/distributed.md) ----------------------
+
+    @cython.critical_section
+    def __reduce__(self):
+        """Pickle support: the name and the value travel; under protocol 5 a tensor's
+        data goes out of band. A blob that owned its tensor's buffer owns one again
+        after the trip (spare capacity beyond the tensor does not travel)."""
+        cdef int holds
+        if self._meta is None:
+            holds = HOLDS_NOTHING
+        elif self._is_tensor and self._buffer is not None:
+            holds = HOLDS_OWN_TENSOR
+        else:
+            holds = HOLDS_VALUE
+        return (_rebuild_blob, (), (BLOB_STATE_VERSION, self.name, holds, self._value))
+
+    @cython.critical_section
+    def __setstate__(self, state):
+        """Take the state :meth:`__reduce__` made (unpickling calls this once, on a new
+        blob); :class:`PickleStateError` for malformed state, before any change."""
+        if self._meta is not None or self._buffer is not None:
+            raise PickleStateError("a Blob's state is set once, when it is unpickled: "
+                                   "this blob already holds a value")
+        name, holds, value = _check_blob_state(state)
+        if holds == HOLDS_OWN_TENSOR:
+            _take_tensor(self, value)
+        elif holds == HOLDS_VALUE:
+            self.c_set(value)
+        self.name = name
+
+    def __copy__(self):
+        raise TypeError("a shallow copy of a Blob would share its tensor buffer; use "
+                        "copy.deepcopy, or a new Blob and set(blob.get())")
+
+
+def _rebuild_blob():
+    """An empty free Blob, for unpickling to give its state (see Blob.__reduce__)."""
+    return Blob.__new__(Blob)
+
+
+cdef tuple _check_blob_state(object state):
+    """``(name, holds, value)`` from a pickled blob's state; PickleStateError otherwise."""
+    if type(state) is not tuple or len(<tuple>state) != 4:
+        raise PickleStateError(f"a pickled Blob's state is a tuple of 4, "
+                               f"not {type(state).__name__}")
+    version, name, holds, value = <tuple>state
+    if type(version) is not int or version != BLOB_STATE_VERSION:
+        raise PickleStateError(f"a pickled Blob in state format {version!r}: this scopeops "
+                               f"reads format {BLOB_STATE_VERSION} (pickle is for processes "
+                               f"running the same scopeops)")
+    if name is not None and (type(name) is not str or not name):
+        raise PickleStateError(f"a pickled Blob's name must be a non-empty str or None, "
+                               f"not {type(name).__name__}")
+    if type(holds) is not int or holds not in (HOLDS_NOTHING, HOLDS_VALUE, HOLDS_OWN_TENSOR):
+        raise PickleStateError(f"a pickled Blob holds nothing (0), a value (1) or its own "
+                               f"tensor (2), not {holds!r}")
+    if holds == HOLDS_NOTHING and value is not None:
+        raise PickleStateError("a pickled empty Blob carries a value")
+    if isinstance(value, Blob):
+        raise PickleStateError("a pickled Blob holds another Blob")
+    if holds == HOLDS_OWN_TENSOR:
+        if not PyArray_Check(value):
+            raise PickleStateError(f"a pickled tensor Blob holds a {type(value).__name__}, "
+                                   f"not an ndarray")
+        if array_dtype(value).kind not in "biufc":
+            raise PickleStateError(f"a pickled tensor Blob holds {array_dtype(value)} data: "
+                                   f"a blob's own tensor is bool or numeric")
+    return name, holds, value
+
+
+cdef int _take_tensor(Blob blob, object value) except -1:
+    """Make ``value`` the blob's own tensor: its memory when the blob may write there
+    (unpickling made it; writeable, aligned, C-contiguous, native), else a copy."""
+    cdef object plain = plain_array(value)
+    cdef PyArrayObject* arr = <PyArrayObject*>plain
+    cdef DTypeCode code = c_array_dtype_code(plain)
+    if code != DT_OTHER and PyArray_IS_C_CONTIGUOUS(arr) and PyArray_ISWRITEABLE(arr) \
+            and PyArray_ISALIGNED(arr):
+        blob._buffer = plain.reshape(-1).view(_np_uint8)
+        blob._capacity = PyArray_NBYTES(arr)
+        blob._meta = TENSOR_META
+        blob._is_tensor = True
+        blob._dtype_code = code
+        # The registry's dtype object: tensor()'s fast path compares dtypes by identity.
+        blob._value = plain.view(c_dtype_meta(array_dtype(plain)).dtype)
+    else:
+        blob.c_tensor(array_shape(plain), array_dtype(plain))
+        np.copyto(blob._value, plain)   # rare (read-only or unaligned memory): no need to be fast
+    return 0
 
 
 cdef object _value_to_keep(Blob blob, tuple dims, object dt):

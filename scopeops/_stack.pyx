@@ -17,7 +17,11 @@ from scopeops._workspace cimport (
 )
 from scopeops._types import register_known_type
 from scopeops._workspace import deep_nbytes
-from scopeops.errors import BindingError, StackError
+
+cdef enum:
+    # Version of the tuple WorkspaceStack.__reduce__ makes; another version is refused.
+    STACK_STATE_VERSION = 1
+from scopeops.errors import BindingError, PickleStateError, StackError
 
 
 @cython.final
@@ -287,6 +291,90 @@ cdef class WorkspaceStack:
         """Bytes held by every allocated workspace (dormant ones included), each
         workspace and stack counted once."""
         return deep_nbytes([self])
+
+    # -- pickling (trusted transport: docs/distributed.md) ----------------------
+
+    @cython.critical_section
+    def __reduce__(self):
+        """Pickle support: every allocated workspace (dormant ones included), the depth,
+        the debug flag and what the debug checks remember travel."""
+        state = (STACK_STATE_VERSION, self.workspaces(), self._top + 1, self.debug,
+                 self._debug_parent, self._debug_bindings, self._debug_grad_bindings)
+        return (_rebuild_stack, (), state)
+
+    @cython.critical_section
+    def __setstate__(self, state):
+        """Take the state :meth:`__reduce__` made (unpickling calls this once, on a new
+        stack); :class:`PickleStateError` for malformed state, before any change."""
+        cdef Py_ssize_t i
+        if self._initialised or self._count:
+            raise PickleStateError("a WorkspaceStack's state is set once, when it is "
+                                   "unpickled: this stack is already initialised")
+        workspaces, depth, debug, parent, bindings, grad_bindings = _check_stack_state(state)
+        cdef Py_ssize_t count = len(workspaces)
+        if count:
+            self._slots = <PyObject**>PyMem_Realloc(NULL, count * sizeof(PyObject*))
+            if self._slots == NULL:
+                raise MemoryError()
+            self._alloc = count
+            for i in range(count):
+                Py_INCREF(workspaces[i])
+                self._slots[i] = <PyObject*>workspaces[i]
+            self._count = count
+        self._top = depth - 1
+        self.debug = debug
+        self._debug_parent = parent
+        self._debug_bindings = bindings
+        self._debug_grad_bindings = grad_bindings
+        self._initialised = True
+
+    def __copy__(self):
+        raise TypeError("a shallow copy of a WorkspaceStack would hold the same workspaces "
+                        "as the original; use copy.deepcopy (or pickle) for an independent copy")
+
+
+def _rebuild_stack():
+    """A new, uninitialised stack, for unpickling to give its state (see
+    WorkspaceStack.__reduce__)."""
+    return WorkspaceStack.__new__(WorkspaceStack)
+
+
+cdef dict _pickled_bindings(object bindings, str what):
+    if bindings is None:
+        return None
+    if type(bindings) is not dict or not all(
+            type(k) is str and k and type(v) is str and v for k, v in bindings.items()):
+        raise PickleStateError(f"a pickled WorkspaceStack's {what} map names (str) to names")
+    return dict(bindings)
+
+
+cdef tuple _check_stack_state(object state):
+    """``(workspaces, depth, debug, debug parent, debug bindings, debug gradient
+    bindings)`` from a pickled stack's state, each checked; PickleStateError otherwise."""
+    if type(state) is not tuple or len(<tuple>state) != 7:
+        raise PickleStateError(f"a pickled WorkspaceStack's state is a tuple of 7, "
+                               f"not {type(state).__name__}")
+    version, workspaces, depth, debug, parent, bindings, grad_bindings = <tuple>state
+    if type(version) is not int or version != STACK_STATE_VERSION:
+        raise PickleStateError(f"a pickled WorkspaceStack in state format {version!r}: this "
+                               f"scopeops reads format {STACK_STATE_VERSION} (pickle is for "
+                               f"processes running the same scopeops)")
+    if type(workspaces) is not list or not all(isinstance(ws, Workspace) for ws in workspaces):
+        raise PickleStateError("a pickled WorkspaceStack's workspaces are a list of Workspaces")
+    if len({id(ws) for ws in workspaces}) != len(workspaces):
+        raise PickleStateError("a pickled WorkspaceStack holds one workspace twice")
+    if type(depth) is not int or not 0 <= depth <= len(workspaces):
+        raise PickleStateError(f"a pickled WorkspaceStack's depth must be between 0 and its "
+                               f"{len(workspaces)} workspaces, not {depth!r}")
+    if type(debug) is not bool:
+        raise PickleStateError(f"a pickled WorkspaceStack's debug flag is a bool, "
+                               f"not {type(debug).__name__}")
+    if parent is not None and not isinstance(parent, Workspace):
+        raise PickleStateError(f"a pickled WorkspaceStack's debug parent is a "
+                               f"{type(parent).__name__}, not a Workspace")
+    return (list(workspaces), depth, debug, parent,
+            _pickled_bindings(bindings, "debug bindings"),
+            _pickled_bindings(grad_bindings, "debug gradient bindings"))
 
 
 cdef int _check_bindings_match(dict bindings, dict test_bindings) except -1:

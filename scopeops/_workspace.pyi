@@ -1,5 +1,5 @@
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from scopeops._blob import Blob
 
@@ -41,6 +41,11 @@ class Workspace:
         when the sources were replaced during each of 8 attempts to copy them;
         nothing changes when an error is raised.
         """
+
+    # Pickle support (trusted transport): the state is a tuple, checked on the way in.
+    def __reduce__(self) -> tuple[Any, ...]: ...
+    def __setstate__(self, state: Any) -> None: ...
+    def __copy__(self) -> NoReturn: ...
 
 def structure_epoch() -> int: ...
 def names_unchanged_since(stamp: int, names: str | tuple[str, ...]) -> bool: ...

@@ -26,7 +26,8 @@ from scopeops._npy cimport (
     PyArray_BASE, PyArray_Check, plain_array, array_dtype, array_shape,
 )
 from scopeops.errors import (
-    BindingError, BlobNotFoundError, BlobTypeError, ScopeError, did_you_mean,
+    BindingError, BlobNotFoundError, BlobTypeError, PickleStateError, ScopeError,
+    did_you_mean,
 )
 
 _import_array()
@@ -59,12 +60,16 @@ cdef enum:
     # are not found are cached too), then starts again.
     RESOLUTION_CACHE_LIMIT = 4096
     # A change touching more names than this is logged as one change of every name.
-    CHANGE_NAMES_LOGGED = CHANGE_LOG_SIZE // 8
+    CHANGE_NAMES_LOGGED = CHANGE_LOG_SIZE >> 3   # // 8; a shift stays a C constant in debug builds
 
 # The name of change k is at k & CHANGE_LOG_MASK (an owned reference; NULL: every name).
 cdef PyObject* _change_log[CHANGE_LOG_SIZE]
 # How many changes were ever logged: the structure epoch.
 cdef unsigned long long _epoch = 0
+
+cdef enum:
+    # Version of the tuple Workspace.__reduce__ makes; another version is refused.
+    WORKSPACE_STATE_VERSION = 1
 
 
 cdef object _not_found(Workspace ws, str name, str message, bint local=False):
@@ -636,6 +641,129 @@ cdef class Workspace:
         Nothing changes when an error is raised.
         """
         _copy_forwarded(self, names)
+
+    # -- pickling (trusted transport: docs/distributed.md) ----------------------
+
+    @cython.critical_section
+    def __reduce__(self):
+        """Pickle support: local blobs, forwardings, the ``shared`` parent and what the
+        workspace was bound to travel, and with them every workspace they reach (one
+        pickle keeps shared objects shared, cycles included). Memos and spare
+        snapshot buffers stay behind. A subclass with state of its own extends the
+        state tuple, as :class:`scopeops.Workspace` does with its nets."""
+        forwards = {inner: ((<_Forward>fwd).parent, (<_Forward>fwd).outer)
+                    for inner, fwd in self._forwarded.items()}
+        state = (WORKSPACE_STATE_VERSION, self._shared, dict(self._blobs), forwards,
+                 self._bound_parent, dict(self._bound))
+        return (_rebuild_workspace, (type(self),), state)
+
+    @cython.critical_section
+    def __setstate__(self, state):
+        """Take the state :meth:`__reduce__` made (unpickling calls this once, on a new
+        workspace); :class:`PickleStateError` for malformed state, before any change."""
+        if self._initialised:
+            raise PickleStateError("a Workspace's state is set once, when it is unpickled: "
+                                   "this workspace is already initialised")
+        shared, blobs, forwards, bound_parent, bound = _check_workspace_state(self, state)
+        self._blobs = dict(blobs)     # copies: the stream may hand one dict to several objects
+        self._forwarded = {inner: _new_forward(<Workspace>parent, <str>outer)
+                           for inner, (parent, outer) in forwards.items()}
+        if shared is not None:
+            (<Workspace>shared)._is_shared_parent = True
+        self._shared = shared
+        self._bound_parent = bound_parent
+        self._bound = dict(bound)
+        self._n_bound = len(bound)
+        # Derived, not read from the stream: the stack trusts it to skip a rebind.
+        self._bound_exact = bound_parent is not None and _bindings_in_place(self)
+        self._bound_checked_at = 0
+        self._initialised = True
+        if self._is_shared_parent:
+            _note_change(None)   # children made before may have cached names it now has
+
+    def __copy__(self):
+        raise TypeError("a shallow copy of a Workspace would share its Blob objects with "
+                        "the original; use copy.deepcopy (or pickle) for an independent copy")
+
+
+def _rebuild_workspace(cls):
+    """A new, uninitialised workspace of class ``cls``, for unpickling to give its state
+    (see Workspace.__reduce__)."""
+    if not (isinstance(cls, type) and issubclass(cls, Workspace)):
+        raise PickleStateError(f"a pickled Workspace names {cls!r}, which is not a "
+                               f"Workspace class")
+    return cls.__new__(cls)
+
+
+cdef bint _pickled_name(object name):
+    return type(name) is str and PyUnicode_GET_LENGTH(name) != 0
+
+
+cdef tuple _check_workspace_state(Workspace ws, object state):
+    """``(shared, blobs, forwards, bound_parent, bound)`` from a pickled workspace's
+    state, each checked; PickleStateError otherwise."""
+    if type(state) is not tuple or len(<tuple>state) != 6:
+        raise PickleStateError(f"a pickled Workspace's state is a tuple of 6, "
+                               f"not {type(state).__name__}")
+    version, shared, blobs, forwards, bound_parent, bound = <tuple>state
+    if type(version) is not int or version != WORKSPACE_STATE_VERSION:
+        raise PickleStateError(f"a pickled Workspace in state format {version!r}: this "
+                               f"scopeops reads format {WORKSPACE_STATE_VERSION} (pickle is "
+                               f"for processes running the same scopeops)")
+    if shared is not None and not isinstance(shared, Workspace):
+        raise PickleStateError(f"a pickled Workspace's shared parent is a "
+                               f"{type(shared).__name__}, not a Workspace")
+    cdef Workspace up = <Workspace>shared
+    while up is not None:
+        if up is ws:
+            raise PickleStateError("a pickled Workspace's shared parents make a cycle back "
+                                   "to it (read-through parents form a chain, never a loop)")
+        up = up._shared
+    if type(blobs) is not dict:
+        raise PickleStateError(f"a pickled Workspace's blobs are a dict, "
+                               f"not {type(blobs).__name__}")
+    for name, blob in (<dict>blobs).items():
+        if not _pickled_name(name) or not isinstance(blob, Blob):
+            raise PickleStateError(f"a pickled Workspace's blobs map names (str) to Blobs, "
+                                   f"not {type(name).__name__} to {type(blob).__name__}")
+    if type(forwards) is not dict:
+        raise PickleStateError(f"a pickled Workspace's forwardings are a dict, "
+                               f"not {type(forwards).__name__}")
+    for inner, target in (<dict>forwards).items():
+        if not (_pickled_name(inner) and type(target) is tuple and len(<tuple>target) == 2
+                and isinstance((<tuple>target)[0], Workspace)
+                and _pickled_name((<tuple>target)[1])):
+            raise PickleStateError(f"a pickled Workspace's forwardings map an inner name to "
+                                   f"(parent Workspace, outer name), not {inner!r} to a "
+                                   f"{type(target).__name__}")
+    if bound_parent is not None and not isinstance(bound_parent, Workspace):
+        raise PickleStateError(f"a pickled Workspace's bound parent is a "
+                               f"{type(bound_parent).__name__}, not a Workspace")
+    if type(bound) is not dict:
+        raise PickleStateError(f"a pickled Workspace's bindings are a dict, "
+                               f"not {type(bound).__name__}")
+    for inner, outer in (<dict>bound).items():
+        if not (_pickled_name(inner) and _pickled_name(outer)):
+            raise PickleStateError("a pickled Workspace's bindings map names (str) to names")
+    if bound and bound_parent is None:
+        raise PickleStateError("a pickled Workspace has bindings but no bound parent")
+    return shared, blobs, forwards, bound_parent, bound
+
+
+cdef bint _bindings_in_place(Workspace ws):
+    """Is every bound name forwarded to its outer blob of the bound parent, and hidden
+    by no local blob? (What ``_bound_exact`` promises.)"""
+    cdef _Forward fwd
+    for inner, outer in ws._bound.items():
+        if inner in ws._blobs:
+            return False
+        found = ws._forwarded.get(inner)
+        if found is None:
+            return False
+        fwd = <_Forward>found
+        if fwd.parent is not ws._bound_parent or fwd.outer != outer:
+            return False
+    return True
 
 
 cdef int _check_outer_blobs(Workspace parent, dict bindings) except -1:

@@ -16,11 +16,28 @@ __all__ = ["main"]
 # The demo (matplotlib) and the bench (timing loops and fixtures) are imported when their
 # command runs, so `scopeops inspect` and `--help` start without them.
 def _demo(args: argparse.Namespace) -> int:
+    if args.workers:
+        return _demo_on_workers(args)
     from scopeops.demo import DemoConfig, run_demo
     cfg = DemoConfig(steps=args.steps, seed=args.seed, out=args.out,
                      micro_batches=args.micro_batches, quiet=args.quiet)
     try:
         run_demo(cfg)
+    except ValueError as exc:
+        print(f"scopeops demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _demo_on_workers(args: argparse.Namespace) -> int:
+    """``demo --workers N``: the demo data-parallel on a local Dask cluster."""
+    from scopeops.demo import DemoConfig, run_demo_distributed
+    try:
+        run_demo_distributed(DemoConfig(steps=args.steps, seed=args.seed, out=args.out,
+                                        quiet=args.quiet), args.workers)
+    except ImportError as exc:
+        print(f"scopeops demo --workers: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"scopeops demo: {exc}", file=sys.stderr)
         return 2
@@ -116,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="output folder for the loss plot and workspace picture")
     demo.add_argument("--micro-batches", type=int, default=4,
                       help="micro-batches per step (default 4; must divide 128)")
+    demo.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="train data-parallel on a local Dask cluster of N worker processes "
+                      '(needs pip install "scopeops[distributed]")')
     demo.add_argument("--quiet", action="store_true",
                       help="no progress bar (the results are still printed)")
     demo.set_defaults(run=_demo)

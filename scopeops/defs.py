@@ -10,11 +10,12 @@ before writing and what it writes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from scopeops.errors import PickleStateError
 from scopeops.names import DeviceOption
 
 __all__ = [
@@ -157,6 +158,20 @@ class OperatorDef:
             raise TypeError(f"an operator's debug_info must be a str, not "
                             f"{type(self.debug_info).__name__}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle support: every field travels (``debug_info`` too), checked again by
+        :meth:`__setstate__` on the way in. Rebuilt by :func:`_rebuild_definition`, so a
+        definition that contains itself keeps its cycle."""
+        return _rebuild_definition, (type(self),), _definition_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        values = _checked_state(self, state)
+        _check_operator_fields(values)
+        values["inputs"] = list(values["inputs"])
+        values["outputs"] = list(values["outputs"])
+        values["args"] = dict(values["args"])
+        self.__dict__.update(values)
+
     def copy(self) -> "OperatorDef":
         """A deep copy (a definition that contains itself is copied with its cycle)."""
         return copy.deepcopy(self)
@@ -228,6 +243,23 @@ class NetDef:
         self.external_inputs = blob_names(self.external_inputs, "external_inputs")
         self.external_outputs = blob_names(self.external_outputs, "external_outputs")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle support, as :meth:`OperatorDef.__reduce__`."""
+        return _rebuild_definition, (type(self),), _definition_state(self)
+
+    def __setstate__(self, state: Any) -> None:
+        values = _checked_state(self, state)
+        if not isinstance(values["name"], str):
+            raise PickleStateError("a pickled NetDef's name is a str")
+        if not isinstance(values["ops"], list) or not all(
+                isinstance(op, OperatorDef) for op in values["ops"]):
+            raise PickleStateError("a pickled NetDef's ops are a list of OperatorDefs")
+        for what in ("external_inputs", "external_outputs"):
+            _check_pickled_names(values[what], f"NetDef's {what}")
+            values[what] = list(values[what])
+        values["ops"] = list(values["ops"])
+        self.__dict__.update(values)
+
     def copy(self) -> "NetDef":
         """A deep copy (a net that contains itself is copied with its cycle)."""
         return copy.deepcopy(self)
@@ -267,6 +299,61 @@ class NetDef:
         if self.external_outputs:
             lines.append(f"  outputs: {', '.join(self.external_outputs)}")
         return "\n".join(lines)
+
+
+# Version of the state OperatorDef and NetDef pickle; another version is refused.
+_DEFINITION_STATE_VERSION = 1
+
+
+def _rebuild_definition(cls: Any) -> Any:
+    """A new, empty OperatorDef or NetDef of class ``cls``, for unpickling to give its
+    state (see OperatorDef.__reduce__)."""
+    if not (isinstance(cls, type) and issubclass(cls, (OperatorDef, NetDef))):
+        raise PickleStateError(f"a pickled definition names {cls!r}, which is neither an "
+                               f"OperatorDef nor a NetDef class")
+    return cls.__new__(cls)
+
+
+def _definition_state(definition: Any) -> tuple[int, dict[str, Any]]:
+    return _DEFINITION_STATE_VERSION, {f.name: getattr(definition, f.name)
+                                       for f in fields(definition)}
+
+
+def _checked_state(definition: Any, state: Any) -> dict[str, Any]:
+    """The field values of a pickled definition, with exactly its class's fields."""
+    kind = type(definition).__name__
+    if not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict)):
+        raise PickleStateError(f"a pickled {kind}'s state is a (version, fields) pair")
+    version, values = state
+    if type(version) is not int or version != _DEFINITION_STATE_VERSION:
+        raise PickleStateError(f"a pickled {kind} in state format {version!r}: this scopeops "
+                               f"reads format {_DEFINITION_STATE_VERSION} (pickle is for "
+                               f"processes running the same scopeops)")
+    expected = {f.name for f in fields(definition)}
+    if set(values) != expected:
+        raise PickleStateError(f"a pickled {kind} has fields {sorted(map(str, values))}, "
+                               f"expected {sorted(expected)}")
+    return dict(values)
+
+
+def _check_pickled_names(names: Any, what: str) -> None:
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise PickleStateError(f"a pickled {what} are a list of non-empty blob names")
+
+
+def _check_operator_fields(values: dict[str, Any]) -> None:
+    if not isinstance(values["type"], str) or not values["type"]:
+        raise PickleStateError("a pickled OperatorDef's type is a non-empty str")
+    _check_pickled_names(values["inputs"], "OperatorDef's inputs")
+    _check_pickled_names(values["outputs"], "OperatorDef's outputs")
+    for what in ("name", "engine", "debug_info"):
+        if not isinstance(values[what], str):
+            raise PickleStateError(f"a pickled OperatorDef's {what} is a str")
+    if not isinstance(values["args"], dict) or not all(isinstance(k, str)
+                                                       for k in values["args"]):
+        raise PickleStateError("a pickled OperatorDef's args are a dict with str keys")
+    if not isinstance(values["is_gradient_op"], bool):
+        raise PickleStateError("a pickled OperatorDef's is_gradient_op is a bool")
 
 
 def as_netdef(net: Any) -> NetDef:

@@ -10,6 +10,7 @@ bindings), so code written against plain dictionaries keeps working.
 from __future__ import annotations
 
 import difflib
+import pickle
 from typing import Any, Callable, Iterable
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "GradientError",
     "VariableError",
     "CheckpointError",
+    "PickleStateError",
 ]
 
 
@@ -132,3 +134,10 @@ class VariableError(ScopeError, ValueError):
 class CheckpointError(ScopeError):
     """A checkpoint cannot be saved (an unsaveable blob) or loaded (truncated,
     corrupted, foreign or newer-format file). Nothing is half-written or half-loaded."""
+
+
+class PickleStateError(ScopeError, pickle.UnpicklingError):
+    """The state a pickle gives a scopeops object is malformed: another format version,
+    wrong types, or an impossible graph (a read-through cycle, a workspace twice on one
+    stack). Raised while unpickling, before the object takes any of it. Also a
+    ``pickle.UnpicklingError``, as a corrupted stream would raise."""

@@ -109,6 +109,10 @@ class DeviceOption:
             raise TypeError("DeviceOption.extra_info must hold str entries only")
         object.__setattr__(self, "extra_info", extra_info)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through the constructor, which checks every field.
+        return type(self), (self.device_type, self.device_id, self.node_name, self.extra_info)
+
     def to_dict(self) -> dict[str, Any]:
         return {"device_type": self.device_type, "device_id": self.device_id,
                 "node_name": self.node_name, "extra_info": list(self.extra_info)}

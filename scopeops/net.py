@@ -8,14 +8,13 @@ themselves live in :mod:`scopeops.defs`, and running them in :mod:`scopeops.ops`
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 from types import FrameType
 from typing import Any, Iterable
 
 from scopeops.defs import NetDef, OperatorDef, as_netdef, blob_names
-from scopeops.errors import did_you_mean
+from scopeops.errors import PickleStateError, did_you_mean
 from scopeops.names import DEVICE_SCOPE, NAME_SCOPE, BlobReference, DeviceOption
 from scopeops.ops.base import lookup, registered_operators
 from scopeops.ops.executor import NetExecutor
@@ -132,7 +131,7 @@ class Net:
         if not isinstance(name, str) or not name:
             raise TypeError("a Net needs a non-empty str name")
         self._netdef = NetDef(name=name)
-        self._auto = itertools.count()
+        self._next_auto = 0     # the number of the next automatic output name
         self._auto_prefix = _unique_auto_prefix(name)
 
     @property
@@ -159,8 +158,9 @@ class Net:
         if isinstance(outputs, int) and not isinstance(outputs, bool):
             if outputs < 0:
                 raise ValueError("the number of outputs must be >= 0")
-            outputs = [f"{self._auto_prefix}/{type}_{next(self._auto)}"
-                       for _ in range(outputs)]
+            first = self._next_auto
+            self._next_auto += outputs
+            outputs = [f"{self._auto_prefix}/{type}_{k}" for k in range(first, first + outputs)]
         op = create_operator(type, _scoped(blob_names(inputs, "inputs")),
                              _scoped(blob_names(outputs, "outputs")), name=name, **args)
         self._netdef.ops.append(op)
@@ -200,8 +200,31 @@ class Net:
     def __dir__(self) -> Iterable[str]:
         return list(super().__dir__()) + registered_operators()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle support: the NetDef and the automatic names (see :func:`_rebuild_net`)."""
+        return _rebuild_net, (self._netdef, self._auto_prefix, self._next_auto)
+
     def __str__(self) -> str:
         return str(self._netdef)
 
     def __repr__(self) -> str:
         return f"<Net {self.name!r}: {len(self._netdef.ops)} ops>"
+
+
+def _rebuild_net(netdef: Any, auto_prefix: Any, next_auto: Any) -> Net:
+    """A Net from its pickled state. It keeps its automatic-name prefix when this process
+    has not handed that prefix out yet (a net sent to a worker); otherwise (a copy in the
+    same process) later automatic outputs take a fresh prefix, so the two nets never
+    write the same automatic blob."""
+    if not isinstance(netdef, NetDef) or not isinstance(getattr(netdef, "name", None), str) \
+            or not netdef.name:
+        raise PickleStateError("a pickled Net holds a NetDef with a name")
+    if not isinstance(auto_prefix, str) or not auto_prefix:
+        raise PickleStateError("a pickled Net's automatic-name prefix is a non-empty str")
+    if isinstance(next_auto, bool) or not isinstance(next_auto, int) or next_auto < 0:
+        raise PickleStateError("a pickled Net's next automatic-name number is an int >= 0")
+    net = Net.__new__(Net)
+    net._netdef = netdef
+    net._auto_prefix = _unique_auto_prefix(auto_prefix)
+    net._next_auto = next_auto if net._auto_prefix == auto_prefix else 0
+    return net

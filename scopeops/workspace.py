@@ -3,6 +3,10 @@
 The compiled core knows nothing of operators; this subclass adds Caffe2's net
 map and the run methods. A :class:`~scopeops.WorkspaceStack` builds children of
 their parent's class, so workspaces pushed from a ``Workspace`` can run nets too.
+
+Nets travel with a pickled workspace as their :class:`~scopeops.NetDef`; the receiving
+side builds each one the first time it is used (``get_net``, ``run_net``), so unpickling
+constructs no operator, and operators keep no state across the trip.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 
 from scopeops import _workspace
 from scopeops.defs import NetDef, OperatorDef, as_netdef
-from scopeops.errors import OperatorError
+from scopeops.errors import OperatorError, PickleStateError
 from scopeops.ops.executor import NetExecutor
 
 __all__ = ["Workspace"]
@@ -21,12 +25,42 @@ class Workspace(_workspace.Workspace):
     __doc__ = _workspace.Workspace.__doc__
     __slots__ = ("_nets",)
 
-    def _net_map(self) -> dict[str, NetExecutor]:
+    def _net_map(self) -> dict[str, NetExecutor | NetDef]:
+        # A NetDef entry came with a pickle and is built on first use (_built_net).
         try:
             return self._nets
         except AttributeError:
-            self._nets: dict[str, NetExecutor] = {}
+            self._nets: dict[str, NetExecutor | NetDef] = {}
             return self._nets
+
+    def _built_net(self, name: str) -> NetExecutor | None:
+        nets = self._net_map()
+        entry = nets.get(name)
+        if isinstance(entry, NetDef):
+            entry = NetExecutor(entry, self)   # OperatorError if it cannot be built here
+            nets[name] = entry
+        return entry
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle support: the compiled workspace's state and the NetDefs of the nets
+        built here (rebuilt on first use after the trip)."""
+        rebuild, args, core_state = super().__reduce__()
+        nets = {name: entry if isinstance(entry, NetDef) else entry.netdef
+                for name, entry in self._net_map().items()}
+        return rebuild, args, (core_state, nets)
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict)):
+            raise PickleStateError("a pickled scopeops.Workspace's state is a pair of the "
+                                   "compiled workspace's state and a dict of nets")
+        core_state, nets = state
+        for name, netdef in nets.items():
+            if not isinstance(name, str) or not isinstance(netdef, NetDef):
+                raise PickleStateError(f"a pickled scopeops.Workspace's nets map names to "
+                                       f"NetDefs, not {type(name).__name__} to "
+                                       f"{type(netdef).__name__}")
+        super().__setstate__(core_state)
+        self._nets = dict(nets)
 
     def run_operator_once(self, op: Any) -> None:
         """Build the operator ``op`` (an OperatorDef) here and run it once."""
@@ -54,10 +88,12 @@ class Workspace(_workspace.Workspace):
         if not isinstance(name, str):
             raise TypeError(f"a net name must be a str, not {type(name).__name__}")
         try:   # _net_map(), inlined: a Do looks its sub-net up on every run
-            nets = self._nets
+            entry = self._nets.get(name)
         except AttributeError:
             return None
-        return nets.get(name)
+        if isinstance(entry, NetDef):
+            return self._built_net(name)
+        return entry
 
     def nets(self) -> list[str]:
         """Names of the nets built here."""
@@ -71,7 +107,7 @@ class Workspace(_workspace.Workspace):
         """Run the net built here under ``name`` (a name, NetDef or Net)."""
         if not isinstance(name, str):
             name = as_netdef(name).name
-        executor = self._net_map().get(name)
+        executor = self._built_net(name)
         if executor is None:
             raise OperatorError(f"Net {name} does not exist in this workspace; "
                                 f"create_net() it first")

@@ -1,12 +1,11 @@
 """scopeops.caffe2: the gradient and device checkers, test_util, hypothesis_test_util,
 model_helper, brew and task (docs/caffe2.md)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from support import run_python
 
 from scopeops.caffe2.proto import caffe2_pb2
 from scopeops.caffe2.python import (
@@ -165,7 +164,7 @@ def test_importing_hypothesis_test_util_leaves_hypothesis_settings_alone():
             "import scopeops.caffe2.python.hypothesis_test_util as hu; "
             "assert hypothesis.settings.default.max_examples == before; "
             "assert hypothesis.settings.get_profile('dev').max_examples == 10; print('ok')")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_python(code)    # imports the scopeops under test, wherever pytest runs
     assert result.stdout.strip() == "ok", result.stderr
 
 

@@ -10,7 +10,8 @@ measurements defined here, so the logic exists once.
 - :mod:`~scopeops.bench.registry`: the cases; one module per group registers its own:
   :mod:`~scopeops.bench.core_cases` (C1-C8, M1), :mod:`~scopeops.bench.operator_cases`
   (O1, O2), :mod:`~scopeops.bench.accumulation_cases` (T1, T2),
-  :mod:`~scopeops.bench.scope_cases` (T3);
+  :mod:`~scopeops.bench.scope_cases` (T3), :mod:`~scopeops.bench.distributed_cases` (D1,
+  on local Dask clusters);
 - :mod:`~scopeops.bench.report`: the table (``python -m scopeops.bench [--quick]
   [--only C1,C5]``, or ``scopeops bench``).
 """
@@ -21,6 +22,7 @@ from scopeops.bench import core_cases
 from scopeops.bench import operator_cases
 from scopeops.bench import accumulation_cases
 from scopeops.bench import scope_cases
+from scopeops.bench import distributed_cases
 # isort: on
 from scopeops.bench.registry import CASES, Case, Row, register, run_case
 from scopeops.bench.report import format_table, main, select
@@ -35,6 +37,7 @@ __all__ = [
     "accumulation_cases",
     "compare",
     "core_cases",
+    "distributed_cases",
     "format_table",
     "main",
     "operator_cases",

@@ -214,28 +214,20 @@ class NewNameFixture:
         self.parent.feed_blob("weights", 1.0)
 
     def workspace_pass(self) -> int:
-        ws = so.Workspace(shared=self.parent)
-        names = self.names
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            start = time.perf_counter_ns()
-            for name in names:
-                ws[name] = 1
-            return time.perf_counter_ns() - start
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        return self._assign_each_name(so.Workspace(shared=self.parent))
 
     def chainmap_pass(self) -> int:
-        child = collections.ChainMap({"weights": 1.0}).new_child()
+        return self._assign_each_name(collections.ChainMap({"weights": 1.0}).new_child())
+
+    def _assign_each_name(self, target: Any) -> int:
+        """ns for ``target[name] = 1`` over every fresh name, garbage collection off."""
         names = self.names
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             start = time.perf_counter_ns()
             for name in names:
-                child[name] = 1
+                target[name] = 1
             return time.perf_counter_ns() - start
         finally:
             if gc_was_enabled:
