@@ -603,7 +603,6 @@ cdef class FCGradientKernel(Kernel):
         cdef tuple ins = op._in_blobs
         cdef tuple outs = op._out_blobs
         cdef Py_ssize_t n_out = PyTuple_GET_SIZE(outs)
-        cdef npy_intp dims[2]
         cdef PyArrayObject* px
         cdef PyArrayObject* pw
         cdef PyArrayObject* pdy
