@@ -216,6 +216,10 @@ def traced_growth(call: Callable[..., Any], args: tuple[Any, ...], calls: int) -
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
+            # Objects a call replaces (a rebound workspace's new Blob objects, say) were
+            # allocated untraced by the warm-up: a first traced call swaps them for traced
+            # ones, which would count as growth although the live set has not grown.
+            call(*args)
             tracemalloc.reset_peak()
             start = tracemalloc.get_traced_memory()[0]
             for _ in it:
