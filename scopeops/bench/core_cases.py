@@ -80,6 +80,7 @@ def _each(stmt: str, objects: Sequence[Any]) -> Loop:
 
 
 CLEAR_STACKS = 64
+CLEAR_MAX_DEPTH = 1024
 
 
 class ClearFixture:
@@ -88,9 +89,10 @@ class ClearFixture:
     clear() is O(1), so one call after one restore is the only honest sample,
     and a single ~10 ns call is below what a clock read resolves. A sample is
     therefore one clear() on each of ``stacks`` stacks, unrolled, all at the
-    same depth. :meth:`prepare` then touches every stack, so that depth 1 and
-    depth 1,024 (whose pushes sweep megabytes through the caches) start equally
-    warm: the comparison is about what clear() does, not about cache state.
+    same depth. :meth:`prepare` reaches that depth by pushing to depth 1,024 and
+    popping back, then touches every stack, so that depth 1 and depth 1,024 start
+    with the same caches: the comparison is about what clear() does, not about how
+    much memory the set-up wrote.
     """
 
     def __init__(self, depth: int, stacks: int = CLEAR_STACKS):
@@ -98,6 +100,7 @@ class ClearFixture:
         self.parent = so.Workspace()
         self.stacks = [so.WorkspaceStack() for _ in range(stacks)]
         self._pushes = [stack.push_forward_workspace for stack in self.stacks]
+        self._pops = [stack.pop_gradient_workspace for stack in self.stacks]
         self._touch = _each("s.__class__", self.stacks)
         # clear() on stacks that are not timed: the deep pushes sweep the call's own
         # path (method lookup, code) out of the caches, a shallow stack's leave it warm.
@@ -109,9 +112,15 @@ class ClearFixture:
         parent = self.parent
         for stack in self.stacks:
             stack.clear()  # idempotent: whatever ran before, the stacks end at ``depth``
-        for _ in itertools.repeat(None, self.depth):
+        # Every fixture pushes to the deepest depth and pops back to its own, so that all
+        # leave the same memory written (and the same dirty lines in the caches): the
+        # timed clear() calls then differ only in the depth they find.
+        for _ in itertools.repeat(None, CLEAR_MAX_DEPTH):
             for push in self._pushes:
                 push(parent)
+        for _ in itertools.repeat(None, CLEAR_MAX_DEPTH - self.depth):
+            for pop in self._pops:
+                pop(parent)
         self._touch.run_ns(1)
         self._warm.run_ns(1)
 
