@@ -40,13 +40,16 @@ else:
     extra_compile_args = ["-O2"]
 
 # The compiled modules, each listed on purpose: the core (its cimport paths are part of
-# the C API) and the benchmarks' C-level timing loops, which `scopeops bench` needs.
+# the C API), the operator layer's dispatch (the operator base, the net loop and the
+# built-in operators' run paths) and the benchmarks' C-level timing loops, which
+# `scopeops bench` needs.
 COMPILED_MODULES = [
     "scopeops._types",
     "scopeops._blob",
     "scopeops._workspace",
     "scopeops._stack",
     "scopeops._accumulate",
+    "scopeops.ops._dispatch",
     "scopeops.bench._c_timing",
 ]
 

@@ -19,7 +19,7 @@ from scopeops._npy cimport (
     PyArrayObject, _import_array, npy_intp, PyArray_DATA, PyArray_NDIM, PyArray_DIMS,
     PyArray_STRIDES, PyArray_SIZE, PyArray_ITEMSIZE, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
     PyArray_ISWRITEABLE, PyArray_ISALIGNED, PyArray_Check, plain_array, array_dtype,
-    array_shape,
+    array_shape, c_contiguous_view,
 )
 from scopeops._types cimport (
     TypeMeta, DTypeCode, DT_OTHER, TENSOR_META, c_meta_of_value, c_dtype_meta, type_meta,
@@ -326,7 +326,7 @@ cdef class Blob:
             buffer = _np_empty(nbytes, _np_uint8)
         else:
             buffer = self._buffer
-        arr = buffer[:nbytes].view(meta.dtype).reshape(dims)
+        arr = c_contiguous_view(buffer, meta.dtype, dims)
         if kept is not None:
             _np_copyto(arr, kept)   # same shape and dtype: a plain copy, no Python code
         old_value = self._value

@@ -30,10 +30,23 @@ cdef extern from "numpy/arrayobject.h":
     PyObject* PyArray_BASE(PyArrayObject* arr) nogil
     bint PyArray_Check(object obj)
     bint PyArray_CheckExact(object obj)
+    bint PyArray_DescrCheck(object obj)
     # A new array of type ``subtype`` over the same memory, dtype, shape and strides.
     # For subtype ndarray no Python code runs (no __array_finalize__).
     object PyArray_View(PyArrayObject* arr, PyObject* dtype, PyTypeObject* subtype)
     tuple PyArray_IntTupleFromIntp(int len, npy_intp* vals)
+    # Steals a reference to descr; with data given, the array does not own it.
+    object PyArray_NewFromDescr(PyTypeObject* subtype, PyObject* descr, int nd,
+                                npy_intp* dims, npy_intp* strides, void* data, int flags,
+                                PyObject* obj)
+    # Steals a reference to obj, the array that keeps data alive.
+    int PyArray_SetBaseObject(PyArrayObject* arr, PyObject* obj) except -1
+    enum:
+        NPY_ARRAY_CARRAY
+
+
+cdef extern from "Python.h":
+    void Py_INCREF(PyObject* obj)
 
 
 cdef inline object plain_array(object array):
@@ -53,3 +66,22 @@ cdef inline tuple array_shape(object array):
     """The real shape of an ndarray, whatever its class claims."""
     cdef PyArrayObject* arr = <PyArrayObject*>array
     return PyArray_IntTupleFromIntp(PyArray_NDIM(arr), PyArray_DIMS(arr))
+
+
+cdef inline object c_contiguous_view(object buffer, object dtype, tuple dims):
+    """A plain C-contiguous ndarray of ``dtype`` and shape ``dims`` (at most 64 exact,
+    non-negative ints) over the start of ``buffer`` (a writable C-contiguous ndarray
+    large enough), with ``buffer`` as its base: ``buffer[:n].view(dtype).reshape(dims)``
+    without the three Python-level calls."""
+    cdef npy_intp shape[64]
+    cdef int nd = len(dims)
+    cdef int i
+    for i in range(nd):
+        shape[i] = <npy_intp>dims[i]
+    Py_INCREF(<PyObject*>dtype)          # PyArray_NewFromDescr steals it
+    view = PyArray_NewFromDescr(&PyArray_Type, <PyObject*>dtype, nd, shape, NULL,
+                                PyArray_DATA(<PyArrayObject*>buffer), NPY_ARRAY_CARRAY,
+                                NULL)
+    Py_INCREF(<PyObject*>buffer)         # PyArray_SetBaseObject steals it
+    PyArray_SetBaseObject(<PyArrayObject*>view, <PyObject*>buffer)
+    return view

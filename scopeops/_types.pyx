@@ -24,7 +24,9 @@ import weakref
 import numpy as np
 
 from scopeops._types cimport DTypeCode
-from scopeops._npy cimport PyArrayObject, _import_array, PyArray_TYPE, PyArray_ISNOTSWAPPED
+from scopeops._npy cimport (
+    PyArrayObject, _import_array, PyArray_TYPE, PyArray_ISNOTSWAPPED, PyArray_DescrCheck,
+)
 
 _import_array()
 
@@ -258,14 +260,14 @@ cdef inline bint _is_numpy_scalar_type(object cls):
 cdef TypeMeta c_known_dtype_meta(object dtype_spec):
     """The element-type meta of a spec the tables already know, else None."""
     cdef TypeMeta meta = None
-    if type(dtype_spec) is str:
+    if PyArray_DescrCheck(dtype_spec):   # the common case first, without isinstance chains
+        meta = _by_dtype.get(dtype_spec)
+    elif type(dtype_spec) is str:
         meta = _by_spec.get(dtype_spec)
     elif isinstance(dtype_spec, TypeMeta):
         meta = <TypeMeta>dtype_spec
     elif isinstance(dtype_spec, type):
         meta = _by_pytype.get(dtype_spec)
-    elif isinstance(dtype_spec, np.dtype):
-        meta = _by_dtype.get(dtype_spec)
     if meta is not None and meta.dtype is not None:
         return meta
     return None

@@ -87,7 +87,13 @@ class Workspace(_workspace.Workspace):
         """The net built here under ``name``, or None."""
         if not isinstance(name, str):
             raise TypeError(f"a net name must be a str, not {type(name).__name__}")
-        return self._built_net(name)
+        try:   # _net_map(), inlined: a Do looks its sub-net up on every run
+            entry = self._nets.get(name)
+        except AttributeError:
+            return None
+        if isinstance(entry, NetDef):
+            return self._built_net(name)
+        return entry
 
     def nets(self) -> list[str]:
         """Names of the nets built here."""

@@ -148,7 +148,10 @@ def test_the_demo_in_a_terminal_shows_a_live_bar(tmp_path):
         [sys.executable, "-m", "scopeops", "demo", "--steps", "120", "--out", "out"], 100,
         cwd=tmp_path)
     assert status == 0, shown
-    assert shown.count("\r") > LINES + 1 and "120/120" in shown
+    # A terminal turns each newline into "\r\n"; a redraw in place is a bare "\r". However
+    # fast the demo runs, tqdm draws the bar when it starts and again when it ends.
+    redraws = shown.replace("\r\n", "\n").count("\r")
+    assert redraws >= 2 and "120/120" in shown
     assert "held-out R^2" in stdout
 
 

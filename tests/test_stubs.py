@@ -11,7 +11,8 @@ import pytest
 import scopeops
 
 PACKAGE_DIR = os.path.dirname(scopeops.__file__)
-COMPILED = ["_types", "_blob", "_workspace", "_stack", "_accumulate", "bench._c_timing"]
+COMPILED = ["_types", "_blob", "_workspace", "_stack", "_accumulate", "ops._dispatch",
+            "bench._c_timing"]
 
 
 def stub_path(module):

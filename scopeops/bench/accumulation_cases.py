@@ -9,7 +9,8 @@ T1  ``so.accumulate(dst, src, scale)`` against ``numpy.add(dst, scale*src,
 T2  two threads each accumulating into its own array against one thread doing
     both in turn: the speed-up (target: >= 1.3x on two free cores), beside the
     same split of numpy's GIL-free ``add(dst, src, out=dst)``, which tells
-    whether the machine had a second core free during the run.
+    whether the machine had a second core free during the run; when it had not,
+    accumulate must scale as well as numpy did (at least 0.9x its speed-up).
 """
 
 from __future__ import annotations
@@ -78,10 +79,12 @@ def measure_t1(quick: bool) -> dict[str, Any]:
     rows = [
         Row(f"accumulate {T1_MIB} MiB f32, scale 0.5",
             f"{format_ns(ns['accumulate'])} ({gb_s:.0f} GB/s)",
-            f"np.add(d, s*x, out=d) {format_ns(ns['numpy'])}", format_ratio(ratio), "<= 1.0x",
+            f"np.add(d, s*x, out=d) {format_ns(ns['numpy'])}; "
+            f"{ns.spread_text('accumulate', 'numpy')}", format_ratio(ratio), "<= 1.0x",
             ratio <= 1.0),
         Row("  scale 1.0", format_ns(ns["accumulate_scale1"]),
-            f"np.add(d, 1.0*x, out=d) {format_ns(ns['numpy_scale1'])}", format_ratio(ratio1),
+            f"np.add(d, 1.0*x, out=d) {format_ns(ns['numpy_scale1'])}; "
+            f"{ns.spread_text('accumulate_scale1', 'numpy_scale1')}", format_ratio(ratio1),
             "<= 1.0x",
             ratio1 <= 1.0),
         Row("  scale 1.0 vs bare np.add(d, x, out=d)", format_ns(ns["accumulate_scale1"]),
@@ -91,7 +94,9 @@ def measure_t1(quick: bool) -> dict[str, Any]:
     return {"rows": rows, "accumulate_ns": ns["accumulate"], "numpy_ns": ns["numpy"],
             "accumulate_scale1_ns": ns["accumulate_scale1"],
             "numpy_scale1_ns": ns["numpy_scale1"], "numpy_plain_add_ns": ns["numpy_plain_add"],
-            "ratio": ratio, "ratio_scale1": ratio1, "ratio_plain_add": floor}
+            "ratio": ratio, "ratio_scale1": ratio1, "ratio_plain_add": floor,
+            **ns.raw("accumulate", "numpy", "ratio"),
+            **ns.raw("accumulate_scale1", "numpy_scale1", "ratio_scale1")}
 
 
 class ThreadFixture:
@@ -186,20 +191,23 @@ def measure_t2(quick: bool) -> dict[str, Any]:
     np_one, np_two = results["numpy"]
     np_speedup = np_one / np_two
     per_call = 2 * T2_CALLS
-    # No verdict where even numpy's GIL-free loop cannot run two threads at once
-    # (one core, or another process on the second one): the machine is the limit.
-    ok = speedup >= 1.3 if cores >= 2 and np_speedup >= 1.3 else None
+    # The target needs two free cores; numpy's GIL-free loop, split the same way in the
+    # same rounds, shows what the machine gave. When another process held the second
+    # core, accumulate must scale as well as numpy did (within 10%), which is what
+    # releasing the GIL buys; with one core there is no verdict.
+    needed = min(1.3, 0.9 * np_speedup)
+    ok = speedup >= needed if cores >= 2 else None
     rows = [
         Row(f"2 threads x {T2_CALLS} accumulates, {T2_MIB} MiB f32 each",
             f"{format_ns(two / per_call)}/call", f"1 thread both {format_ns(one / per_call)}/call",
-            f"{speedup:.2f}x faster", ">= 1.3x (2 free cores)", ok),
+            f"{speedup:.2f}x faster", f">= {needed:.2f}x (1.3x, or 0.9x numpy's)", ok),
         Row("  reference: np.add(d, x, out=d), same split", f"{format_ns(np_two / per_call)}/call",
             f"1 thread {format_ns(np_one / per_call)}/call", f"{np_speedup:.2f}x faster",
             "report", None),
     ]
     return {"rows": rows, "two_threads_ns": two, "one_thread_ns": one, "speedup": speedup,
             "numpy_two_threads_ns": np_two, "numpy_one_thread_ns": np_one,
-            "numpy_speedup": np_speedup, "cores": cores}
+            "numpy_speedup": np_speedup, "needed_speedup": needed, "cores": cores}
 
 
 def microbatch_peak_bytes(microbatches: int, rows_per_microbatch: int = 256,
@@ -238,7 +246,8 @@ def microbatch_peak_bytes(microbatches: int, rows_per_microbatch: int = 256,
 for _case in (
     Case("T1", "accumulate vs numpy add(dst, scale*src, out=dst)", "<= 1.0x numpy's time",
          measure_t1),
-    Case("T2", "two threads accumulating into two arrays", ">= 1.3x one thread (2 cores)",
+    Case("T2", "two threads accumulating into two arrays",
+         ">= 1.3x one thread (2 free cores), else >= 0.9x numpy's split",
          measure_t2),
 ):
     register(_case)

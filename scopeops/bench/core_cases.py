@@ -20,6 +20,7 @@ import scopeops as so
 from scopeops.bench._c_timing import EmptyMethods, nogil_empty_pair_ns, nogil_push_pop_ns
 from scopeops.bench.registry import Case, Row, register
 from scopeops.bench.timing import (
+    LOW_QUANTILE,
     Loop,
     compare,
     effort,
@@ -27,6 +28,8 @@ from scopeops.bench.timing import (
     format_ns,
     format_ratio,
     gil_released_calls,
+    interleave,
+    quantile,
     traced_growth,
     tracing,
 )
@@ -77,6 +80,7 @@ def _each(stmt: str, objects: Sequence[Any]) -> Loop:
 
 
 CLEAR_STACKS = 64
+CLEAR_MAX_DEPTH = 1024
 
 
 class ClearFixture:
@@ -85,9 +89,10 @@ class ClearFixture:
     clear() is O(1), so one call after one restore is the only honest sample,
     and a single ~10 ns call is below what a clock read resolves. A sample is
     therefore one clear() on each of ``stacks`` stacks, unrolled, all at the
-    same depth. :meth:`prepare` then touches every stack, so that depth 1 and
-    depth 1,024 (whose pushes sweep megabytes through the caches) start equally
-    warm: the comparison is about what clear() does, not about cache state.
+    same depth. :meth:`prepare` reaches that depth by pushing to depth 1,024 and
+    popping back, then touches every stack, so that depth 1 and depth 1,024 start
+    with the same caches: the comparison is about what clear() does, not about how
+    much memory the set-up wrote.
     """
 
     def __init__(self, depth: int, stacks: int = CLEAR_STACKS):
@@ -95,7 +100,11 @@ class ClearFixture:
         self.parent = so.Workspace()
         self.stacks = [so.WorkspaceStack() for _ in range(stacks)]
         self._pushes = [stack.push_forward_workspace for stack in self.stacks]
+        self._pops = [stack.pop_gradient_workspace for stack in self.stacks]
         self._touch = _each("s.__class__", self.stacks)
+        # clear() on stacks that are not timed: the deep pushes sweep the call's own
+        # path (method lookup, code) out of the caches, a shallow stack's leave it warm.
+        self._warm = _each("s.clear()", [so.WorkspaceStack() for _ in range(4)])
         self.loop = _each("s.clear()", self.stacks)
         self.prepare()
 
@@ -103,10 +112,17 @@ class ClearFixture:
         parent = self.parent
         for stack in self.stacks:
             stack.clear()  # idempotent: whatever ran before, the stacks end at ``depth``
-        for _ in itertools.repeat(None, self.depth):
+        # Every fixture pushes to the deepest depth and pops back to its own, so that all
+        # leave the same memory written (and the same dirty lines in the caches): the
+        # timed clear() calls then differ only in the depth they find.
+        for _ in itertools.repeat(None, CLEAR_MAX_DEPTH):
             for push in self._pushes:
                 push(parent)
+        for _ in itertools.repeat(None, CLEAR_MAX_DEPTH - self.depth):
+            for pop in self._pops:
+                pop(parent)
         self._touch.run_ns(1)
+        self._warm.run_ns(1)
 
 
 class EmptyClearFixture:
@@ -115,10 +131,12 @@ class EmptyClearFixture:
     def __init__(self, stacks: int = CLEAR_STACKS):
         self.objects = [EmptyMethods() for _ in range(stacks)]
         self._touch = _each("s.__class__", self.objects)
+        self._warm = _each("s.clear()", [EmptyMethods() for _ in range(4)])
         self.loop = _each("s.clear()", self.objects)
 
     def prepare(self) -> None:
         self._touch.run_ns(1)
+        self._warm.run_ns(1)
 
 
 LOCAL_BLOBS = 100
@@ -341,9 +359,11 @@ def measure_c1(quick: bool) -> dict[str, Any]:
         "push_pop_ns": ns["push_pop"], "empty_cdef_pair_ns": ns["empty_cdef_pair"],
         "chainmap_push_pop_ns": ns["chainmap_push_pop"],
         "ratio_empty": ratio, "speedup_chainmap": speedup,
+        **ns.raw("push_pop", "empty_cdef_pair", "ratio_empty"),
         "rows": [
             Row("push+pop pair, reuse, no bindings", format_ns(ns["push_pop"]),
-                f"empty cdef pair {format_ns(ns['empty_cdef_pair'])}", format_ratio(ratio),
+                f"empty cdef pair {format_ns(ns['empty_cdef_pair'])}; "
+                f"{ns.spread_text('push_pop', 'empty_cdef_pair')}", format_ratio(ratio),
                 "<= 2.5x",
                 ratio <= 2.5),
             Row("  vs ChainMap new_child/parents", format_ns(ns["push_pop"]),
@@ -362,28 +382,38 @@ def measure_c2(quick: bool) -> dict[str, Any]:
         "push_pop_bindings4_ns": ns["push_pop_bindings4"],
         "empty_cdef_pair_bindings4_ns": ns["empty_cdef_pair_bindings4"],
         "ratio_empty": ratio,
+        **ns.raw("push_pop_bindings4", "empty_cdef_pair_bindings4", "ratio_empty"),
         "rows": [Row("push+pop pair, 4 unchanged bindings", format_ns(ns["push_pop_bindings4"]),
-                     f"empty cdef pair {format_ns(ns['empty_cdef_pair_bindings4'])}",
+                     f"empty cdef pair {format_ns(ns['empty_cdef_pair_bindings4'])}; "
+                     f"{ns.spread_text('push_pop_bindings4', 'empty_cdef_pair_bindings4')}",
                      format_ratio(ratio),
                      "<= 6x", ratio <= 6.0)],
     }
+
+
+# C3: pairs per round, about half a millisecond: short enough for most rounds to run
+# uninterrupted on a shared machine.
+C3_PAIRS = 200_000
 
 
 def measure_c3(quick: bool) -> dict[str, Any]:
     parent = so.Workspace()
     stack = so.WorkspaceStack()
     rounds, _ = effort(quick)
-    pairs = 2_000_000 if quick else 5_000_000
-    best_op = best_floor = float("inf")
-    for _ in range(rounds):
-        best_op = min(best_op, nogil_push_pop_ns(stack, parent, pairs))
-        best_floor = min(best_floor, nogil_empty_pair_ns(stack, parent, pairs))
+    nogil_push_pop_ns(stack, parent, C3_PAIRS)   # warm
+    ns = interleave({"op": lambda: nogil_push_pop_ns(stack, parent, C3_PAIRS),
+                     "floor": lambda: nogil_empty_pair_ns(stack, parent, C3_PAIRS)},
+                    rounds * 4)
+    best_op, best_floor = ns["op"], ns["floor"]
     ratio = best_op / best_floor
+    low, high = quantile(ns.rounds["op"], 0.1), quantile(ns.rounds["op"], 0.9)
     return {
         "nogil_push_pop_ns": best_op, "nogil_empty_pair_ns": best_floor, "ratio_floor": ratio,
+        "nogil_push_pop_p10_ns": low, "nogil_push_pop_p90_ns": high,
+        **ns.raw("op", "floor", "ratio_floor"),
         "rows": [Row("nogil push+pop pair (C API)", format_ns(best_op),
                      # The target is in ns: the compared column shows ns, the ratio beside.
-                     f"empty C pair {format_ns(best_floor)}",
+                     f"empty C pair {format_ns(best_floor)}; rounds {low:.1f}-{high:.1f} ns",
                      f"{format_ns(best_op)} ({format_ratio(ratio)})", "<= 3 ns",
                      best_op <= 3.0)],
     }
@@ -410,7 +440,7 @@ def measure_c4(quick: bool) -> dict[str, Any]:
                 elapsed = fixture.loop.run_ns(1)
             if r >= 0:
                 samples[name].append(elapsed)
-    best = {name: min(values) for name, values in samples.items()}
+    best = {name: quantile(values, LOW_QUANTILE) for name, values in samples.items()}
     calls = CLEAR_STACKS
     per_call = {name: max(best[name] - best["region"], 0) / calls
                 for name in ("depth1", "depth1024", "empty")}
@@ -440,11 +470,15 @@ def measure_c5(quick: bool) -> dict[str, Any]:
     return {
         "get_blob_local_ns": ns["get_blob_local"], "fetch_blob_local_ns": ns["fetch_blob_local"],
         "dict_get_ns": ns["dict_get"], "ratio_get_blob": get_ratio, "ratio_fetch_blob": fetch_ratio,
+        **ns.raw("get_blob_local", "dict_get", "ratio_get_blob"),
+        **ns.raw("fetch_blob_local", "dict_get", "ratio_fetch_blob"),
         "rows": [
             Row(f"get_blob, local name ({LOCAL_BLOBS} blobs)", format_ns(ns["get_blob_local"]),
-                reference, format_ratio(get_ratio), "<= 1.6x", get_ratio <= 1.6),
+                f"{reference}; {ns.spread_text('get_blob_local', 'dict_get')}",
+                format_ratio(get_ratio), "<= 1.6x", get_ratio <= 1.6),
             Row(f"fetch_blob, local name ({LOCAL_BLOBS} blobs)", format_ns(ns["fetch_blob_local"]),
-                reference, format_ratio(fetch_ratio), "<= 1.5x", fetch_ratio <= 1.5),
+                f"{reference}; {ns.spread_text('fetch_blob_local', 'dict_get')}",
+                format_ratio(fetch_ratio), "<= 1.5x", fetch_ratio <= 1.5),
         ],
     }
 
@@ -456,14 +490,16 @@ def measure_c6(quick: bool) -> dict[str, Any]:
         op, local = ns[f"lookup_shared_{levels}"], ns["local"]
         ratio = op / local
         result.update({f"lookup_shared_{levels}_ns": op, f"local_lookup_{levels}_ns": local,
-                       f"ratio_local_{levels}": ratio})
+                       f"ratio_local_{levels}": ratio,
+                       **ns.raw(f"lookup_shared_{levels}", "local", f"ratio_local_{levels}")})
         chain = ns.get(f"chainmap_lookup_{levels}")
         if chain is not None:
             result[f"chainmap_lookup_{levels}_ns"] = chain
             result[f"speedup_chainmap_{levels}"] = chain / op
         result["rows"].append(
             Row(f"get_blob {levels:,} shared levels up", format_ns(op),
-                f"local {format_ns(local)}", format_ratio(ratio), "<= 2x local", ratio <= 2.0))
+                f"local {format_ns(local)}; {ns.spread_text(f'lookup_shared_{levels}', 'local')}",
+                format_ratio(ratio), "<= 2x local", ratio <= 2.0))
         if chain is not None:
             result["rows"].append(
                 Row("  vs ChainMap", format_ns(op), f"ChainMap {format_ns(chain)}",
@@ -475,9 +511,13 @@ def measure_c6e(quick: bool) -> dict[str, Any]:
     fixture = UnrelatedChangeFixture()
     ns = compare(fixture.loops, quick)
     lookup = max(ns["change_then_lookup"] - ns["change"], 0.0)
+    paired = [a - b for a, b in zip(ns.rounds["change_then_lookup"], ns.rounds["change"],
+                                    strict=True)]
     return {
         "first_lookup_after_unrelated_change_ns": lookup,
         "unrelated_change_ns": ns["change"],
+        "first_lookup_p10_ns": quantile(paired, 0.1),
+        "first_lookup_p90_ns": quantile(paired, 0.9),
         "rows": [Row(f"first get_blob {DEEP_LEVELS:,} levels up after an unrelated change",
                      format_ns(lookup), f"the change {format_ns(ns['change'])}",
                      "-", "<= 20 us", lookup <= 20_000.0)],
@@ -487,17 +527,15 @@ def measure_c6e(quick: bool) -> dict[str, Any]:
 def measure_n1(quick: bool) -> dict[str, Any]:
     fixture = NewNameFixture()
     rounds, _ = effort(quick)
-    best = {"workspace": float("inf"), "chainmap": float("inf")}
-    for r in range(rounds * 3):
-        passes = [("workspace", fixture.workspace_pass), ("chainmap", fixture.chainmap_pass)]
-        for name, run in (passes if r % 2 == 0 else passes[::-1]):
-            best[name] = min(best[name], run() / NEW_NAMES)
-    ratio = best["workspace"] / best["chainmap"]
+    ns = interleave({"workspace": lambda: fixture.workspace_pass() / NEW_NAMES,
+                     "chainmap": lambda: fixture.chainmap_pass() / NEW_NAMES}, rounds)
+    ratio = ns.ratio("workspace", "chainmap")
     return {
-        "new_name_ns": best["workspace"], "chainmap_new_name_ns": best["chainmap"],
-        "ratio_chainmap": ratio,
-        "rows": [Row("ws[new] = 1 (child of a shared parent)", format_ns(best["workspace"]),
-                     f"ChainMap child[new] = 1 {format_ns(best['chainmap'])}",
+        "new_name_ns": ns["workspace"], "chainmap_new_name_ns": ns["chainmap"],
+        "ratio_chainmap": ratio, **ns.raw("workspace", "chainmap", "ratio_chainmap"),
+        "rows": [Row("ws[new] = 1 (child of a shared parent)", format_ns(ns["workspace"]),
+                     f"ChainMap child[new] = 1 {format_ns(ns['chainmap'])}; "
+                     f"{ns.spread_text('workspace', 'chainmap')}",
                      format_ratio(ratio), "<= 1.1x", ratio <= 1.1)],
     }
 
@@ -539,12 +577,14 @@ def measure_c8(quick: bool) -> dict[str, Any]:
     return {
         "copy_forwarded_ns": ns["copy_forwarded"], "numpy_copyto_ns": ns["numpy_copyto"],
         "ratio_throughput": throughput, "gil_released_calls": hits["op"],
+        **ns.raw("numpy_copyto", "copy_forwarded", "ratio_throughput"),
         "numpy_gil_released_calls": hits["reference"],
         "buffer_reused": reused,
         "rows": [
             Row(f"copy_forwarded_tensors {COPY_MIB} MiB f32 loop",
                 f"{format_ns(ns['copy_forwarded'])} ({gib_s:.1f} GB/s)",
-                f"np.copyto {format_ns(ns['numpy_copyto'])} ({ref_gib_s:.1f} GB/s)",
+                f"np.copyto {format_ns(ns['numpy_copyto'])} ({ref_gib_s:.1f} GB/s); "
+                f"{ns.spread_text('numpy_copyto', 'copy_forwarded')}",
                 f"{throughput:.0%} thr.", ">= 80% throughput", throughput >= 0.8),
             Row("  GIL released: other thread ran", f"in {hits['op']}/{calls} loops",
                 f"np.copyto {hits['reference']}/{calls}", "-", "yes (> 0)", gil_ok),

@@ -37,6 +37,7 @@ def measure_t3(quick: bool) -> dict[str, Any]:
         "name_scope_ns": ns["name_scope"], "name_scope_built_ns": ns["name_scope_built"],
         "contextvar_pair_ns": ns["contextvar_pair"], "ratio_contextvar": ratio,
         "ratio_built_contextvar": built_ratio, "ok": None,
+        **ns.raw("name_scope", "contextvar_pair", "ratio_contextvar"),
         "rows": [
             Row("NameScope enter+exit", format_ns(ns["name_scope"]), reference, format_ratio(ratio),
                 "report (aim <= 3x)", None),

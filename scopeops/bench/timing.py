@@ -2,8 +2,9 @@
 traced memory growth, and whether a call releases the GIL.
 
 A figure is always a ratio to a reference measured in the same run: operation and
-reference alternate within every round, and each keeps its fastest round, so a slow
-spell of the shared machine hits both alike.
+reference alternate within every one of many short rounds, and each keeps its fastest
+round, so a slow spell of the shared machine hits both alike and most rounds escape
+it. The spread of the round-by-round ratios is reported beside.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "ASV_BATCH",
+    "LOW_QUANTILE",
     "Loop",
+    "Timings",
     "UNROLL",
     "calibrate",
     "compare",
@@ -29,6 +32,8 @@ __all__ = [
     "format_ns",
     "format_ratio",
     "gil_released_calls",
+    "interleave",
+    "quantile",
     "traced_growth",
     "tracing",
 ]
@@ -91,8 +96,9 @@ class Loop:
 
 
 def effort(quick: bool) -> tuple[int, int]:
-    """(rounds, target ns per sample)."""
-    return (7, 5_000_000) if quick else (20, 10_000_000)
+    """(rounds, target ns per sample): many short rounds, so that each loop has rounds
+    that no other process interrupted, and its fastest one is one of those."""
+    return (40, 1_000_000) if quick else (240, 1_000_000)
 
 
 def calibrate(loop: Loop, sample_ns: int) -> int:
@@ -105,24 +111,86 @@ def calibrate(loop: Loop, sample_ns: int) -> int:
         iterations *= 4
 
 
-def compare(loops: Mapping[str, Loop], quick: bool) -> dict[str, float]:
-    """Min ns per statement of each loop, sampled in interleaved rounds.
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank, 0 <= q <= 1)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
-    Operation and references alternate within every round (in a rotating
-    order), so a slow spell of the machine hits them alike; the minimum is the
-    estimate least disturbed by other processes.
+
+#: A loop's figure is this quantile of its rounds: a round no other process slowed down,
+#: but not the luckiest one, whose place moves from run to run more than a low quantile's.
+LOW_QUANTILE = 0.1
+
+
+class Timings(dict[str, float]):
+    """ns per statement of each loop: the ``LOW_QUANTILE`` of its rounds (the mapping
+    itself), its fastest round (``fastest``) and every round's figure (``rounds``),
+    rounds taken in turns by all the loops."""
+
+    def __init__(self, rounds: Mapping[str, Sequence[float]]) -> None:
+        super().__init__({name: quantile(values, LOW_QUANTILE)
+                          for name, values in rounds.items()})
+        self.rounds = {name: list(values) for name, values in rounds.items()}
+        self.fastest = {name: min(values) for name, values in rounds.items()}
+
+    def ratio(self, op: str, ref: str) -> float:
+        """``op``'s figure over ``ref``'s: what a verdict compares with its target."""
+        return self[op] / self[ref]
+
+    def paired(self, op: str, ref: str) -> list[float]:
+        """Round by round, ``op``'s figure over ``ref``'s (taken within the same round)."""
+        return [a / b for a, b in zip(self.rounds[op], self.rounds[ref], strict=True)]
+
+    def spread(self, op: str, ref: str) -> tuple[float, float]:
+        """The 10th and 90th percentiles of the paired per-round ratios."""
+        paired = self.paired(op, ref)
+        return quantile(paired, 0.1), quantile(paired, 0.9)
+
+    def spread_text(self, op: str, ref: str) -> str:
+        """The paired ratios' spread, for a row: ``rounds 1.18-1.31x``."""
+        low, high = self.spread(op, ref)
+        return f"rounds {low:.2f}-{high:.2f}x"
+
+    def raw(self, op: str, ref: str, key: str) -> dict[str, float]:
+        """The ratio's spread under ``key`` for the JSON: p10, median and p90 of the
+        paired ratios, the ratio of the fastest rounds, and the number of rounds."""
+        paired = self.paired(op, ref)
+        return {f"{key}_p10": quantile(paired, 0.1), f"{key}_median": quantile(paired, 0.5),
+                f"{key}_p90": quantile(paired, 0.9),
+                f"{key}_fastest": self.fastest[op] / self.fastest[ref],
+                f"{key}_rounds": float(len(paired))}
+
+
+def compare(loops: Mapping[str, Loop], quick: bool) -> Timings:
+    """ns per statement of each loop, sampled in many short interleaved rounds.
+
+    Every round runs each loop once (a sample of about a millisecond), in an order
+    that rotates from round to round, so a slow spell of the machine hits them
+    alike. Each loop's low quantile is the estimate least disturbed by other
+    processes; every round is kept, for the spread of the paired ratios.
     """
     rounds, sample_ns = effort(quick)
     names = list(loops)
     iterations = {name: calibrate(loops[name], sample_ns) for name in names}
-    best = {name: float("inf") for name in names}
+    figures: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             loop = loops[name]
             per_op = loop.run_ns(iterations[name]) / (iterations[name] * loop.unroll)
-            best[name] = min(best[name], per_op)
-    return best
+            figures[name].append(per_op)
+    return Timings(figures)
+
+
+def interleave(samplers: Mapping[str, Callable[[], float]], rounds: int) -> Timings:
+    """``compare`` for figures a sampler measures itself (one call, one figure)."""
+    names = list(samplers)
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            figures[name].append(samplers[name]())
+    return Timings(figures)
 
 
 @contextlib.contextmanager
@@ -148,6 +216,10 @@ def traced_growth(call: Callable[..., Any], args: tuple[Any, ...], calls: int) -
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
+            # Objects a call replaces (a rebound workspace's new Blob objects, say) were
+            # allocated untraced by the warm-up: a first traced call swaps them for traced
+            # ones, which would count as growth although the live set has not grown.
+            call(*args)
             tracemalloc.reset_peak()
             start = tracemalloc.get_traced_memory()[0]
             for _ in it:

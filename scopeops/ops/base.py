@@ -12,11 +12,11 @@ from __future__ import annotations
 import builtins
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-from scopeops._workspace import structure_epoch
 from scopeops.defs import OperatorDef
 from scopeops.errors import BlobNotFoundError, OperatorError, did_you_mean
+from scopeops.ops import _dispatch
 
 __all__ = [
     "Arg",
@@ -246,15 +246,16 @@ def registered_operators() -> list[str]:
     return sorted(_REGISTRY)
 
 
-class Operator:
+class Operator(_dispatch.OperatorCore):
     """Base class of operators: built once in a workspace, then run many times.
 
     Building checks the schema and arguments, that every input exists
     (``Encountered a non-existing input blob: <name>``), runs the subclass's
     :meth:`validate`, checks the schema's in-place rules against the blobs the
     names resolve to, and only then creates the outputs. Blobs are resolved
-    once and cached; the cache is dropped whenever the workspace structure
-    changes, so an operator never touches a blob that has been removed.
+    once and cached; whenever the workspace structure changes, the cache is
+    checked (each name looked up again) and resolved anew if a name now reaches
+    another blob, so an operator never touches a blob that has been removed.
 
     In place means one blob, however it is reached: an input and an output
     whose names differ but are forwarded to the same blob are in place, exactly
@@ -264,18 +265,28 @@ class Operator:
     the blobs meet, to run) rather than silently copying its input.
 
     Subclasses implement :meth:`run`, reading :meth:`input` and writing through
-    :meth:`output`.
+    :meth:`output`. The blob access, the cache and the net loop are compiled
+    (:mod:`scopeops.ops._dispatch`); so are the run paths of the common built-in
+    types (``_fast_path``), which the executor takes for the common case (plain
+    tensors of one dtype and shape) instead of their Python ``run()``. A subclass
+    that defines its own ``run()`` drops the compiled path it would inherit.
     """
 
     type_name = "Operator"
-    __slots__ = ("definition", "workspace", "args", "_in_blobs", "_out_blobs", "_epoch",
-                 "_inplace", "_aliased_inputs")
+    __slots__ = ()
+    #: The compiled run path of a built-in type (a ``_dispatch.Kernel``), or None.
+    _fast_path: ClassVar[Any] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__ and "_fast_path" not in cls.__dict__:
+            # A compiled path computes what the run() it was written beside computes.
+            cls._fast_path = None
 
     def __init__(self, definition: OperatorDef, workspace: Any) -> None:
         spec = lookup(definition.type)
         spec.check(definition.inputs, definition.outputs, definition.args)
-        self.definition = definition
-        self.workspace = workspace
+        self._attach(definition, workspace)
         self.args = {name: a.default for name, a in spec.args.items() if not a.required}
         self.args.update(definition.args)
         for name in definition.inputs:
@@ -292,12 +303,10 @@ class Operator:
             raise ValueError(problem)
         for name in definition.outputs:
             workspace.create_blob(name)
-        self._inplace = False
-        self._aliased_inputs: frozenset[int] = frozenset()
-        self._epoch = -1
-        self._in_blobs: list[Any] = []
-        self._out_blobs: list[Any] = []
         self.setup()
+        fast_path = type(self)._fast_path
+        if fast_path is not None:
+            self._set_kernel(fast_path.bind(self))
 
     # -- hooks -----------------------------------------------------------------
 
@@ -311,35 +320,28 @@ class Operator:
         """Compute the outputs from the inputs."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")
 
+    def _check_resolved(self, inputs: list[Any], outputs: list[Any]) -> None:
+        """Refuse (raise) blobs the names now resolve to, before they are cached."""
+
     # -- blob access -------------------------------------------------------------
 
     def _resolve(self) -> None:
         ws = self.workspace
         inputs = []
-        for name in self.definition.inputs:
+        for name in self._input_names:
             blob = ws.get_blob(name)
             if blob is None:
                 raise BlobNotFoundError(
                     f"op {self.definition.type}: input blob {name} is no longer in the "
                     f"workspace{did_you_mean(name, ws.blobs())}", name=name)
             inputs.append(blob)
-        outputs = [ws.create_blob(name) for name in self.definition.outputs]
+        outputs = [ws.create_blob(name) for name in self._output_names]
         problem = lookup(self.definition.type).aliasing_error(
-            self.definition.inputs, self.definition.outputs, inputs, outputs)
+            list(self._input_names), list(self._output_names), inputs, outputs)
         if problem is not None:
             raise OperatorError(problem)
-        self._in_blobs = inputs
-        self._out_blobs = outputs
-        # In place is decided by blob identity: two names forwarded to one blob alias.
-        self._aliased_inputs = frozenset(
-            i for i, blob in enumerate(inputs) if any(blob is out for out in outputs))
-        self._inplace = bool(self._aliased_inputs)
-        self._epoch = structure_epoch()
-
-    def prepare(self) -> None:
-        """Refresh the cached blobs if the workspace structure moved since they were resolved."""
-        if self._epoch != structure_epoch():
-            self._resolve()
+        self._check_resolved(inputs, outputs)
+        self._set_blobs(inputs, outputs)
 
     @property
     def inputs(self) -> list[str]:
@@ -350,30 +352,6 @@ class Operator:
     def outputs(self) -> list[str]:
         names: list[str] = self.definition.outputs
         return names
-
-    def input_blob(self, i: int) -> Any:
-        return self._in_blobs[i]
-
-    def output_blob(self, i: int) -> Any:
-        return self._out_blobs[i]
-
-    def input(self, i: int, t: Any = None) -> Any:
-        """The value of input ``i`` (type-checked against ``t`` when given)."""
-        return self._in_blobs[i].get(t)
-
-    def output(self, i: int, shape: Any = None, dtype: Any = None) -> Any:
-        """Output ``i``: with ``shape`` and ``dtype``, its tensor (buffer reused,
-        ``Blob.tensor``); without, the output :class:`Blob` itself."""
-        blob = self._out_blobs[i]
-        if shape is None:
-            return blob
-        if self._inplace and blob.dtype is not None and any(b is blob for b in self._in_blobs) \
-                and (blob.shape != tuple(shape) or blob.dtype != dtype):
-            # In place with a new shape or dtype: never re-view the buffer of an
-            # input the op is still reading. Re-setting the value detaches the
-            # buffer (the input stays readable), so tensor() allocates a fresh one.
-            blob.set(blob.get())
-        return blob.tensor(shape, dtype)
 
     def arg(self, name: str, default: Any = _MISSING) -> Any:
         """The argument ``name`` (schema default applied), or ``default`` if absent."""

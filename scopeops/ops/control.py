@@ -25,6 +25,7 @@ import numpy as np
 
 from scopeops.defs import NetDef
 from scopeops.errors import OperatorError
+from scopeops.ops import _dispatch
 from scopeops.ops.base import Arg, Operator, register
 from scopeops.ops.create_scope import (
     mark_stack_looked_after,
@@ -64,6 +65,7 @@ def _net_arg(op: Operator, name: str, message: str) -> NetDef:
 class DoOp(Operator):
     __slots__ = ("subnet", "bindings", "is_gradient", "reuse_workspace",
                  "copy_external_blobs", "forwarded_inner", "_stack_seen", "_warn_at")
+    _fast_path = _dispatch.DoKernel()
 
     def validate(self) -> None:
         d = self.definition
@@ -126,10 +128,13 @@ class DoOp(Operator):
         self._check_scope_blob([ws.get_blob(n) for n in inputs],
                                [ws.get_blob(n) for n in outputs])
 
-    def _check_scope_blob(self, inputs: list[Any], outputs: list[Any]) -> None:
+    def _check_resolved(self, inputs: list[Any], outputs: list[Any]) -> None:
+        self._check_scope_blob(inputs, outputs)
+
+    def _check_scope_blob(self, inputs: Any, outputs: Any) -> None:
         """The scope blob holds only the stack: no other input or output may reach it."""
         scope = inputs[-1]
-        others = inputs[:-1] + outputs[:-1]
+        others = list(inputs[:-1]) + list(outputs[:-1])
         if scope is not None and any(blob is scope for blob in others):
             raise OperatorError(f"Do: the scope blob {self.definition.inputs[-1]} is also bound "
                                 f"to another of its inputs or outputs; it must hold only the "
@@ -138,7 +143,7 @@ class DoOp(Operator):
     def run(self) -> None:
         self._check_scope_blob(self._in_blobs, self._out_blobs)
         stack = scope_stack(self.output_blob(-1))
-        parent = self.workspace
+        parent: Any = self.workspace   # a scopeops.Workspace: children run nets
         depth = len(stack)
         if self.is_gradient:
             child = stack.pop_gradient_workspace(parent, self.bindings)
@@ -260,6 +265,7 @@ def _condition(op: Operator, blob: Any, what: str) -> bool:
               "tensor (input 0).")
 class IfOp(Operator):
     __slots__ = ("then_net", "else_net")
+    _fast_path = _dispatch.IfKernel(_condition)
 
     def validate(self) -> None:
         _net_arg(self, "then_net", "then_net must be specified in If operator")
@@ -286,6 +292,7 @@ class IfOp(Operator):
               "running cond_net (if any) before each check.")
 class WhileOp(Operator):
     __slots__ = ("loop_net", "cond_net")
+    _fast_path = _dispatch.WhileKernel(_condition)
 
     def validate(self) -> None:
         _net_arg(self, "loop_net", "loop_net must be specified in While operator")

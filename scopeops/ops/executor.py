@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from scopeops._workspace import structure_epoch
 from scopeops.defs import NetDef, OperatorDef
 from scopeops.errors import OperatorError, ScopeError
+from scopeops.ops import _dispatch
 from scopeops.ops.base import Operator, lookup
 
 __all__ = ["NetExecutor", "build_operator", "created_at", "describe_op"]
@@ -50,10 +50,13 @@ def build_operator(op: OperatorDef, workspace: Any, index: int = 0,
                             f"{created_at(op, str(exc))}") from exc
 
 
-class NetExecutor:
-    """A net built in a workspace: its operators are constructed once, in order."""
+class NetExecutor(_dispatch.NetCore):
+    """A net built in a workspace: its operators are constructed once, in order.
 
-    __slots__ = ("netdef", "workspace", "operators", "__weakref__")
+    ``run()`` is the compiled net loop (:mod:`scopeops.ops._dispatch`).
+    """
+
+    __slots__ = ("netdef", "workspace", "__weakref__")
 
     def __init__(self, netdef: NetDef, workspace: Any) -> None:
         self.netdef = netdef
@@ -73,27 +76,17 @@ class NetExecutor:
     def name(self) -> str:
         return self.netdef.name
 
-    def run(self) -> None:
-        """Run every operator in order; a failure raises OperatorError naming the op."""
-        index = 0
-        epoch = structure_epoch
-        try:
-            for operator in self.operators:
-                if operator._epoch != epoch():   # Operator.prepare(), inlined: hot path
-                    operator._resolve()
-                operator.run()
-                index += 1
-        except OperatorError as exc:
-            op = self.netdef.ops[index]
-            if describe_op(op, index, self.netdef.name) in str(exc):
-                raise
-            where = describe_op(op, index, self.netdef.name)
-            raise OperatorError(f"{where} failed: {exc}{created_at(op, str(exc))}") from exc
-        except Exception as exc:
-            op = self.netdef.ops[index]
-            raise OperatorError(f"{describe_op(op, index, self.netdef.name)} failed: "
-                                f"{type(exc).__name__}: {exc}"
-                                f"{created_at(op, str(exc))}") from exc
+    def _failure(self, index: int, exc: Exception) -> OperatorError | None:
+        """The error ``run()`` raises when operator ``index`` failed with ``exc`` (from
+        ``exc``); None when ``exc`` already names the op and is raised as it is."""
+        op = self.netdef.ops[index]
+        where = describe_op(op, index, self.netdef.name)
+        if isinstance(exc, OperatorError):
+            if where in str(exc):
+                return None
+            return OperatorError(f"{where} failed: {exc}{created_at(op, str(exc))}")
+        return OperatorError(f"{where} failed: {type(exc).__name__}: {exc}"
+                             f"{created_at(op, str(exc))}")
 
     def __iter__(self) -> Iterator[Operator]:
         return iter(self.operators)

@@ -18,10 +18,12 @@ says why.
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any, ClassVar
 
 import numpy as np
 
+from scopeops.ops import _dispatch
 from scopeops.ops.base import NO_GRADIENT, Arg, gradient, register
 from scopeops.ops.numeric_base import (
     BROADCAST_ARGS,
@@ -63,6 +65,7 @@ def broadcast_shape(op: NumericOperator, a: np.ndarray, b: np.ndarray) -> tuple[
           doc="Copies the input tensor into the output (its own buffer).")
 class CopyOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.CopyKernel()
 
     def run(self) -> None:
         x = self.tensor_input(0)
@@ -94,6 +97,7 @@ gradient("CopyOnDeviceLike")(_copy_gradient)     # Caffe2 has none; a copy's is 
               "it reaches X's producer.")
 class StopGradientOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.CopyKernel()
 
     def run(self) -> None:
         x = self.tensor_input(0)
@@ -145,6 +149,7 @@ _BINARY_DOC = ("C = A {symbol} B elementwise. Shapes broadcast as in numpy; with
 class AddOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.add
+    _fast_path = _dispatch.BinaryUfunc(np.add)
 
 
 @register("Sub", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
@@ -152,6 +157,7 @@ class AddOp(_BinaryElementwise):
 class SubOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.subtract
+    _fast_path = _dispatch.BinaryUfunc(np.subtract)
 
 
 @register("Mul", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
@@ -159,6 +165,7 @@ class SubOp(_BinaryElementwise):
 class MulOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.multiply
+    _fast_path = _dispatch.BinaryUfunc(np.multiply)
 
 
 @register("Div", inputs=2, outputs=1, allow_inplace=True, args=dict(BROADCAST_ARGS),
@@ -167,6 +174,7 @@ class MulOp(_BinaryElementwise):
 class DivOp(_BinaryElementwise):
     __slots__ = ()
     ufunc = np.divide
+    _fast_path = _dispatch.BinaryUfunc(np.divide, floor_ints=True)
 
     def run(self) -> None:
         a, b, shape = self.operands()
@@ -294,6 +302,7 @@ class SumReduceLikeOp(NumericOperator):
               "dB = dC * A, each summed to its input's shape.")
 class MulGradientOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.MulGradientKernel()
 
     def full_and_out(self, k: int, x: np.ndarray, dz: np.ndarray,
                      dtype: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -415,6 +424,7 @@ class _UnaryElementwise(NumericOperator):
 class SqrOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.square
+    _fast_path = _dispatch.UnaryUfunc(np.square, "numeric")
 
 
 @register("Exp", inputs=1, outputs=1, allow_inplace=True,
@@ -423,6 +433,7 @@ class ExpOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.exp
     floats_only = True
+    _fast_path = _dispatch.UnaryUfunc(np.exp, "float")
 
 
 @register("Log", inputs=1, outputs=1, allow_inplace=True,
@@ -431,12 +442,14 @@ class LogOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.log
     floats_only = True
+    _fast_path = _dispatch.UnaryUfunc(np.log, "float")
 
 
 @register("Abs", inputs=1, outputs=1, allow_inplace=True, doc="Y = |X|, elementwise.")
 class AbsOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.absolute
+    _fast_path = _dispatch.UnaryUfunc(np.absolute, "numeric")
 
 
 @register("Cos", inputs=1, outputs=1, allow_inplace=True,
@@ -445,6 +458,7 @@ class CosOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.cos
     floats_only = True
+    _fast_path = _dispatch.UnaryUfunc(np.cos, "float")
 
 
 @register("Sin", inputs=1, outputs=1, allow_inplace=True,
@@ -453,6 +467,7 @@ class SinOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.sin
     floats_only = True
+    _fast_path = _dispatch.UnaryUfunc(np.sin, "float")
 
 
 @register("Negative", inputs=1, outputs=1, allow_inplace=True,
@@ -460,6 +475,7 @@ class SinOp(_UnaryElementwise):
 class NegativeOp(_UnaryElementwise):
     __slots__ = ()
     ufunc = np.negative
+    _fast_path = _dispatch.UnaryUfunc(np.negative, "numeric")
 
 
 @register("Neg", inputs=1, outputs=1, allow_inplace=True,
@@ -620,6 +636,7 @@ def _same_shapes(op: NumericOperator, tensors: list[np.ndarray], step: int = 1) 
           doc="Y = X0 + X1 + ...: the elementwise sum of any number of same-shaped tensors.")
 class SumOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.SumKernel()
 
     def run(self) -> None:
         if len(self._in_blobs) == 2:
@@ -805,7 +822,7 @@ def _as_matrix(op: NumericOperator, x: np.ndarray, axis: int, index: int) -> np.
         raise op.shape_error(f"axis {axis} is out of range for input {index} (blob {name}) of "
                              f"shape {x.shape}")
     axis %= x.ndim
-    return x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+    return x.reshape(prod(x.shape[:axis]), prod(x.shape[axis:]))
 
 
 @register("MatMul", inputs=(2, 3), outputs=1, allow_inplace=True,
@@ -836,7 +853,7 @@ class MatMulOp(NumericOperator):
         shape = (a.shape[0], b.shape[1])
         if len(names) == 3:
             like = self.tensor_input(2).shape
-            if int(np.prod(like)) != shape[0] * shape[1]:
+            if prod(like) != shape[0] * shape[1]:
                 raise self.shape_error(f"the product is {shape}, which does not fit the shape "
                                        f"{like} of input 2 (blob {names[2]})")
             if like != shape:
@@ -899,6 +916,7 @@ def _comparison(type_name: str, ufunc: np.ufunc, symbol: str) -> type:
         __slots__ = ()
 
     ComparisonOp.ufunc = ufunc
+    ComparisonOp._fast_path = _dispatch.BinaryUfunc(ufunc, bool_out=True)
     ComparisonOp.__name__ = ComparisonOp.__qualname__ = f"{type_name}Op"
     return ComparisonOp
 
@@ -915,6 +933,7 @@ EQOp = _comparison("EQ", np.equal, "==")
 class AndOp(_BoolBinary):
     __slots__ = ()
     ufunc = np.logical_and
+    _fast_path = _dispatch.BinaryUfunc(np.logical_and, bool_out=True)
 
 
 @register("Or", inputs=2, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
@@ -922,12 +941,14 @@ class AndOp(_BoolBinary):
 class OrOp(_BoolBinary):
     __slots__ = ()
     ufunc = np.logical_or
+    _fast_path = _dispatch.BinaryUfunc(np.logical_or, bool_out=True)
 
 
 @register("Not", inputs=1, outputs=1, allow_inplace=True, gradient=NO_GRADIENT,
           doc="Y = not X elementwise, as a bool tensor (nonzero is true).")
 class NotOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.UnaryUfunc(np.logical_not, "any", bool_out=True)
 
     def run(self) -> None:
         x = self.tensor_input(0)

@@ -10,11 +10,13 @@ pass keeping a copy of the input.
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import numpy as np
 
 from scopeops.errors import OperatorError
+from scopeops.ops import _dispatch
 from scopeops.ops.base import Arg, gradient, register
 from scopeops.ops.math import SumElementsGradientOp
 from scopeops.ops.numeric_base import NumericOperator, grad_dtype, present_args
@@ -66,6 +68,7 @@ class SigmoidOp(NumericOperator):
 @register("Tanh", inputs=1, outputs=1, allow_inplace=True, doc="Y = tanh(X), elementwise.")
 class TanhOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.UnaryUfunc(np.tanh, "float")
 
     def run(self) -> None:
         x = self.float_input(0)
@@ -113,6 +116,7 @@ class SigmoidGradientOp(NumericOperator):
           doc="(Y, dY) -> dX = dY * (1 - Y^2).")
 class TanhGradientOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.TanhGradientKernel()
 
     def run(self) -> None:
         y, dy = _output_and_gradient(self)
@@ -209,7 +213,7 @@ def _matrix_dims(op: NumericOperator, x: np.ndarray, axis: int, index: int,
         raise op.shape_error(f"axis {axis} is out of range for {role} (blob "
                              f"{op.definition.inputs[index]}) of shape {x.shape}")
     axis %= x.ndim
-    return int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:]))
+    return prod(x.shape[:axis]), prod(x.shape[axis:])
 
 
 def _fc_dims(op: NumericOperator, x: np.ndarray, w: np.ndarray,
@@ -232,6 +236,7 @@ def _fc_dims(op: NumericOperator, x: np.ndarray, w: np.ndarray,
               "X's dims before `axis` followed by M.")
 class FCOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.FCKernel()
 
     def run(self) -> None:
         x = self.tensor_input(0)
@@ -252,6 +257,7 @@ class FCOp(NumericOperator):
               "dX = dY @ W (only with a third output), each in its input's shape.")
 class FCGradientOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.FCGradientKernel()
 
     def run(self) -> None:
         x, w, dy = self.inputs_read_before_writing()
@@ -281,6 +287,7 @@ def _fc_gradient(g: Any) -> list[Any]:
           doc="Y = the mean of all elements of X, as a scalar tensor of shape ().")
 class AveragedLossOp(NumericOperator):
     __slots__ = ()
+    _fast_path = _dispatch.AveragedLossKernel()
 
     def run(self) -> None:
         x = self.float_input(0)
