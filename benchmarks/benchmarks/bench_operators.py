@@ -1,6 +1,6 @@
 """asv benchmarks of the operator layer: performance.md targets O1 and O2.
 
-Fixtures and ratio measurements come from :mod:`scopeops.bench_ops`, so the
+Fixtures and ratio measurements come from :mod:`scopeops.bench.operator_cases`, so the
 logic exists once. ``time_*`` times one operation or its reference; ``track_*``
 reports the ratios and bytes measured side by side in one process.
 """
@@ -10,6 +10,7 @@ import functools
 from scopeops.bench import operator_cases as so_ops
 
 _o1 = functools.cache(so_ops.O1Fixture)
+_o1_while = functools.cache(so_ops.O1WhileFixture)
 _o2 = functools.cache(so_ops.O2Fixture)
 
 
@@ -18,8 +19,23 @@ class DoLoop:
 
     def setup(self):
         self.fixture = _o1()
+        self.fixture.run()   # the first run builds each step's sub-net: not the steady state
 
     def time_do_loop_with_gradients(self):
+        self.fixture.run()
+
+    def time_numpy_reference(self):
+        self.fixture.reference()
+
+
+class WhileLoop:
+    """O1, second fixture: the same recurrence as a 32-step While loop, with gradients."""
+
+    def setup(self):
+        self.fixture = _o1_while()
+        self.fixture.run()
+
+    def time_while_loop_with_gradients(self):
         self.fixture.run()
 
     def time_numpy_reference(self):
@@ -31,6 +47,7 @@ class Dispatch:
 
     def setup(self):
         self.fixture = _o2()
+        self.fixture.run()
 
     def time_net_of_100_copies(self):
         self.fixture.run()
@@ -46,6 +63,8 @@ class OperatorRatios:
         o1 = so_ops.measure_o1(quick=True)
         o2 = so_ops.measure_o2(quick=True)
         return {"o1_ratio": o1["ratio"], "o1_growth": o1["growth_bytes"],
+                "o1_while_ratio": o1["ratio_while"],
+                "o1_while_growth": o1["growth_while_bytes"],
                 "o2_overhead": o2["overhead_ns"]}
 
     def track_o1_ratio_to_numpy(self, figures):
@@ -57,6 +76,16 @@ class OperatorRatios:
         return figures["o1_growth"]
 
     track_o1_memory_growth_100_iterations.unit = "bytes"
+
+    def track_o1_while_ratio_to_numpy(self, figures):
+        return figures["o1_while_ratio"]
+
+    track_o1_while_ratio_to_numpy.unit = "ratio"
+
+    def track_o1_while_memory_growth_100_iterations(self, figures):
+        return figures["o1_while_growth"]
+
+    track_o1_while_memory_growth_100_iterations.unit = "bytes"
 
     def track_o2_overhead_per_op(self, figures):
         return figures["o2_overhead"]
