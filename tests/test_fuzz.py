@@ -1336,7 +1336,8 @@ def test_building_a_malformed_operator_raises_documented_errors_and_changes_noth
         return   # a While with a true condition and a net that never changes it never ends
     for _ in range(2):
         try:
-            ws.run_net("fuzzed")
+            with np.errstate(all="ignore"):   # fuzzed values divide by zero, overflow...
+                ws.run_net("fuzzed")
         except OPERATOR_DOCUMENTED:
             pass
     stack = ws.get_blob("scope").get() if not ws.get_blob("scope").is_empty() else None
