@@ -71,6 +71,23 @@ def _make_data(cfg: DemoConfig, n: int, teacher: Any, rng: np.random.Generator
     return x.astype(np.float32), y.astype(np.float32)
 
 
+def _create_parameters(cfg: DemoConfig, root: Any) -> dict[str, Any]:
+    """The model's variables in ``root`` (``rnn/Wx`` ... ``rnn/readout/bo``), by role."""
+    zeros = so.initializers.zeros()
+    with so.variable_scope("rnn", workspace=root,
+                           initializer=so.initializers.glorot_uniform(seed=cfg.seed)):
+        params = {
+            "Wx": so.get_variable("Wx", (cfg.hidden, cfg.features)),
+            "Wh": so.get_variable("Wh", (cfg.hidden, cfg.hidden)),
+            "bx": so.get_variable("bx", (cfg.hidden,), initializer=zeros),
+            "bh": so.get_variable("bh", (cfg.hidden,), initializer=zeros),
+        }
+        with so.variable_scope("readout"):
+            params["Wo"] = so.get_variable("Wo", (1, cfg.hidden))
+            params["bo"] = so.get_variable("bo", (1,), initializer=zeros)
+    return params
+
+
 def _build_training_net(cfg: DemoConfig, params: Mapping[str, str]) -> so.Net:
     """Forward over seq_len Do steps, the loss, and the backward pass."""
     net = _build_forward_net(cfg, params)
@@ -115,17 +132,7 @@ def run_demo(cfg: DemoConfig, out: TextIO = sys.stdout, err: TextIO = sys.stderr
     os.makedirs(cfg.out, exist_ok=True)
 
     root = so.Workspace()
-    with so.variable_scope("rnn", workspace=root,
-                           initializer=so.initializers.glorot_uniform(seed=cfg.seed)):
-        params = {
-            "Wx": so.get_variable("Wx", (cfg.hidden, cfg.features)),
-            "Wh": so.get_variable("Wh", (cfg.hidden, cfg.hidden)),
-            "bx": so.get_variable("bx", (cfg.hidden,), initializer=so.initializers.zeros()),
-            "bh": so.get_variable("bh", (cfg.hidden,), initializer=so.initializers.zeros()),
-        }
-        with so.variable_scope("readout"):
-            params["Wo"] = so.get_variable("Wo", (1, cfg.hidden))
-            params["bo"] = so.get_variable("bo", (1,), initializer=so.initializers.zeros())
+    params = _create_parameters(cfg, root)
     names = list(params.values())
     for name in names:
         root.feed_blob(f"{name}_grad_sum", np.zeros_like(root.fetch_blob(name)))
@@ -273,16 +280,7 @@ def run_demo_distributed(cfg: DemoConfig, workers: int, out: TextIO = sys.stdout
     x_train, y_train = _make_data(cfg, 8 * cfg.batch, teacher, rng)
     os.makedirs(cfg.out, exist_ok=True)
     root = so.Workspace()
-    with so.variable_scope("rnn", workspace=root,
-                           initializer=so.initializers.glorot_uniform(seed=cfg.seed)):
-        names = {
-            "Wx": so.get_variable("Wx", (cfg.hidden, cfg.features)),
-            "Wh": so.get_variable("Wh", (cfg.hidden, cfg.hidden)),
-            "bx": so.get_variable("bx", (cfg.hidden,), initializer=so.initializers.zeros()),
-            "bh": so.get_variable("bh", (cfg.hidden,), initializer=so.initializers.zeros()),
-            "Wo": so.get_variable("Wo", (1, cfg.hidden)),
-            "bo": so.get_variable("bo", (1,), initializer=so.initializers.zeros()),
-        }
+    names = _create_parameters(cfg, root)
     net = _build_forward_net(cfg, names)
     shards = []
     for rows in np.array_split(np.arange(x_train.shape[1]), workers):
