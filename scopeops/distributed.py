@@ -45,6 +45,7 @@ from tqdm import tqdm
 import scopeops as so
 from scopeops.defs import NetDef, as_netdef, external_reads_writes
 from scopeops.errors import BlobNotFoundError, GradientError
+from scopeops.progress import is_terminal
 
 try:
     import distributed
@@ -282,7 +283,7 @@ class DataParallel:
         held = self._hold(shards)
         losses: list[float] = []
         with tqdm(total=steps, desc="training", unit="step", file=sys.stderr,
-                  disable=not (progress and _is_terminal(sys.stderr))) as bar:
+                  disable=not (progress and is_terminal(sys.stderr))) as bar:
             for _ in range(steps):
                 losses.append(self._step(held, rows))
                 bar.set_postfix(loss=f"{losses[-1]:.5g}", refresh=False)
@@ -420,10 +421,3 @@ def _describe(value: Any) -> str:
         return f"a {value.dtype} array"
     return f"a {type(value).__name__}"
 
-
-def _is_terminal(stream: Any) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty()) if callable(isatty) else False
-    except (OSError, ValueError):   # a closed or detached stream
-        return False

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-__all__ = ["LINES", "Progress"]
+__all__ = ["LINES", "Progress", "is_terminal"]
 
 #: How many plain lines a loop of known length writes through a pipe.
 LINES = 4
@@ -32,7 +32,9 @@ _LINE_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remai
                "{rate_fmt}{postfix}]"
 
 
-def _is_terminal(stream: Any) -> bool:
+def is_terminal(stream: Any) -> bool:
+    """Does ``stream`` write to a terminal? False for anything without a working
+    ``isatty`` (a closed or detached stream, a file-like object)."""
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty()) if callable(isatty) else False
@@ -72,7 +74,7 @@ class Progress(tqdm):  # type: ignore[type-arg]
                  desc: str = "progress", file: TextIO | None = None, enabled: bool = True,
                  **kwargs: Any) -> None:
         stream = sys.stderr if file is None else file
-        self._as_lines = not _is_terminal(stream)
+        self._as_lines = not is_terminal(stream)
         self._printed_n: float = 0
         self._marks: list[float] = []
         if self._as_lines:
