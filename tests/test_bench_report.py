@@ -221,3 +221,18 @@ def test_history_refuses_no_commits(tmp_path):
     result = subprocess.run([sys.executable, HISTORY, "0", "--dry-run"], capture_output=True,
                             text=True, cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "N must be at least 1" in result.stderr
+
+
+def test_traced_growth_does_not_count_objects_each_call_replaces_as_growth():
+    from scopeops.bench.timing import traced_growth
+
+    held = {}
+
+    def replace():
+        held["x"] = bytearray(200_000)   # the previous one is freed: the live set is flat
+
+    def keep():
+        held.setdefault("kept", []).append(bytearray(2_000))
+
+    assert traced_growth(replace, (), 100)[0] < 1024
+    assert traced_growth(keep, (), 100)[0] >= 100 * 2_000   # real growth is still seen
