@@ -35,3 +35,4 @@ cdef class Blob:
 cdef int c_blob_tensor_view(Blob blob, TensorView* view) except -1 nogil
 cdef bint c_blob_is_tensor(Blob blob) noexcept nogil
 cdef Blob c_new_blob(object name)
+cdef Blob c_new_blob_holding(object name, object value)

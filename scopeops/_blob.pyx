@@ -452,6 +452,29 @@ cdef Blob c_new_blob(object name):
     return blob
 
 
+cdef Blob c_new_blob_holding(object name, object value):
+    """A new blob ``name`` holding ``value``: ``c_new_blob`` then ``c_set``, in one
+    step (a fresh blob has no old value to drop). Refuses a Blob, and registers the
+    value's type, before the blob exists."""
+    if isinstance(value, Blob):
+        raise TypeError("a Blob cannot hold another Blob; store its value instead")
+    cdef TypeMeta meta
+    cdef DTypeCode code = DT_OTHER
+    cdef bint is_tensor = PyArray_Check(value)
+    if is_tensor:
+        meta = TENSOR_META
+        code = c_array_dtype_code(value)
+    else:
+        meta = c_meta_of_value(value)
+    cdef Blob blob = Blob.__new__(Blob)
+    blob.name = name
+    blob._meta = meta
+    blob._is_tensor = is_tensor
+    blob._dtype_code = code
+    blob._value = value
+    return blob
+
+
 cdef bint c_blob_is_tensor(Blob blob) noexcept nogil:
     return blob._is_tensor
 

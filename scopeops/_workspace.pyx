@@ -20,7 +20,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
-from scopeops._blob cimport Blob, c_new_blob
+from scopeops._blob cimport Blob, c_new_blob, c_new_blob_holding
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
     PyArray_BASE, PyArray_Check, plain_array, array_dtype, array_shape,
@@ -838,8 +838,7 @@ cdef Blob _feed(Workspace ws, str key, object value):
         return blob
     if ws._forwarded and key in ws._forwarded:
         ws.c_create_blob(key)    # raises: a dangling forward
-    blob = c_new_blob(key)
-    blob.c_set(value)            # refuses a Blob, registers the type: before any change
+    blob = c_new_blob_holding(key, value)   # refuses a Blob, registers the type: no change yet
     _insert_local(ws, key, blob)
     return blob
 
@@ -851,11 +850,12 @@ cdef Blob _add_local(Workspace ws, str name):
     return blob
 
 
-cdef inline void _insert_local(Workspace ws, str name, Blob blob) except *:
+cdef inline int _insert_local(Workspace ws, str name, Blob blob) except -1:
     ws._blobs[name] = blob
     if ws._n_bound and name in ws._bound:
         ws._bound_exact = False
     _note_change(name)
+    return 0
 
 
 cdef inline Blob _find(Workspace ws, str name):
