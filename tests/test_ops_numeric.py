@@ -564,6 +564,21 @@ def test_gradient_op_writing_over_its_inputs_matches_fresh_outputs(type_name):
         np.testing.assert_allclose(ws[got], expected[want], rtol=1e-12, err_msg=got)
 
 
+def test_mul_gradient_whose_product_does_not_fit_changes_no_output():
+    # dA = dC * B is float64 for an int32 A and a float32 B: refused before either
+    # output (here the inputs themselves) is touched.
+    ws = so.Workspace()
+    ws.feed_blob("a", np.array([3], np.int32))
+    ws.feed_blob("b", np.array([0.5], np.float32))
+    net = so.Net("mul_grad")
+    net.MulGradient(["a", "b", "a"], ["b", "a"])
+    with pytest.raises(so.OperatorError, match=r"gradient of input 0 \(blob a\) would be "
+                                               r"float64.*int32"):
+        ws.run_net_once(net)
+    assert ws["a"].dtype == np.int32 and ws["a"].tolist() == [3]
+    assert ws["b"].dtype == np.float32 and ws["b"].tolist() == [0.5]
+
+
 # --- buffer reuse --------------------------------------------------------------------------
 
 FORWARD_CASES = {

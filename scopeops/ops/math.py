@@ -319,6 +319,14 @@ class MulGradientOp(NumericOperator):
                                    f"has shape {dz.shape}, but A and B broadcast to "
                                    f"{np.broadcast_shapes(a.shape, b.shape)}")
         for k, x, other in ((0, a, b), (1, b, a)):
+            # Checked for both before either output changes.
+            product, want = np.result_type(dz, other), grad_dtype(x, dz)
+            if not np.can_cast(product, want, "same_kind"):
+                raise TypeError(
+                    f"{self.definition.type}: the gradient of input {k} (blob "
+                    f"{self.definition.inputs[k]}) would be {product} (dC * the other input), "
+                    f"which does not fit its {want}")
+        for k, x, other in ((0, a, b), (1, b, a)):
             full, out = self.full_and_out(k, x, dz, np.result_type(dz, other))
             np.multiply(dz, other, out=full)
             if full is not out:
