@@ -15,7 +15,7 @@ cdef class Workspace:
     cdef unsigned long long _bound_checked_at   # epoch + 1 when the outer blobs were last seen
     cdef bint _initialised
     cdef bint _is_shared_parent  # some workspace reads through to this one
-    cdef dict _spare_buffers    # name -> byte buffer of a removed snapshot, for reuse
+    cdef dict _spare_blobs      # name -> a removed snapshot Blob nobody else holds, for reuse
     cdef dict _resolved         # name -> _Resolution: where non-local names resolve
     cdef object __weakref__
 
@@ -33,6 +33,8 @@ cdef dict c_normalize_bindings(object bindings)
 cdef Workspace c_check_parent(object parent)
 cdef bint c_bound_blobs_visible(Workspace ws)
 cdef bint c_same_bindings(object bindings, dict bound)
+# ws.copy_forwarded_tensors(names) for a list of distinct exact names.
+cdef int c_copy_forwarded(Workspace ws, list names) except -1
 # Bumped by every change that can alter what a name resolves to (local blobs
 # created, removed or renamed; forwardings added, removed or rebound), so that
 # callers may cache resolved blobs and drop the cache when it moves.

@@ -23,7 +23,8 @@ import numpy as np
 from scopeops._blob cimport Blob, c_new_blob, c_new_blob_holding
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
-    PyArray_BASE, PyArray_Check, plain_array, array_dtype, array_shape,
+    PyArray_BASE, PyArray_Check, PyArray_DESCR, PyArray_NDIM, PyArray_DIMS, plain_array,
+    array_dtype, array_shape,
 )
 from scopeops.errors import (
     BindingError, BlobNotFoundError, BlobTypeError, PickleStateError, ScopeError,
@@ -154,9 +155,9 @@ def deep_nbytes(roots):
                     work.append(blob._value)
                 else:
                     total += blob.nbytes
-            if ws._spare_buffers:
-                for buffer in list(ws._spare_buffers.values()):
-                    total += PyArray_NBYTES(<PyArrayObject*>buffer)
+            if ws._spare_blobs:
+                for spare in list(ws._spare_blobs.values()):
+                    total += PyArray_NBYTES(<PyArrayObject*>(<Blob>spare)._buffer)
         else:   # a WorkspaceStack: its allocated workspaces, dormant ones included
             work.extend(obj.workspaces())
     return total
@@ -584,8 +585,9 @@ cdef class Workspace:
         for inner, outer in bindings.items():
             local = new_blobs.pop(inner, None)
             if local is not None and _recyclable(<Blob>local):
-                # Nobody else can see this snapshot: keep its buffer for the next one.
-                spares[inner] = (<Blob>local)._buffer
+                # Nobody else can see this snapshot: keep it (blob, array and buffer)
+                # for the next one.
+                spares[inner] = local
             current = new_forwarded.get(inner)
             if current is None or (<_Forward>current).parent is not parent \
                     or (<_Forward>current).outer != outer:
@@ -596,9 +598,9 @@ cdef class Workspace:
         graveyard.append((old_forwarded, self._blobs))
         self._forwarded, self._blobs = new_forwarded, new_blobs
         if spares:
-            if self._spare_buffers is None:
-                self._spare_buffers = {}
-            self._spare_buffers.update(spares)
+            if self._spare_blobs is None:
+                self._spare_blobs = {}
+            self._spare_blobs.update(spares)
         self._bound_parent = parent
         self._bound = bindings
         self._n_bound = len(bindings)
@@ -616,7 +618,9 @@ cdef class Workspace:
 
         Each name in ``names`` that is forwarded becomes a local copy of its
         parent's tensor and stops being forwarded; other names are ignored. Data
-        is copied with the GIL released; buffers of earlier snapshots are reused.
+        of 64 KiB or more is copied with the GIL released. Earlier snapshots that
+        nobody else could see are reused: their buffers, and when shape and dtype
+        match, the whole blob.
         A copy is a plain ``numpy.ndarray`` with the source array's real dtype,
         shape and data: an ndarray subclass's Python-level attributes and numpy
         overrides are never consulted.
@@ -820,7 +824,18 @@ cdef int _copy_forwarded(Workspace ws, object names) except -1:
             raise TypeError(f"names must be an iterable of blob names, "
                             f"not {type(names).__name__}") from None
         wanted = [c_check_name(n) for n in iterator]
-    wanted = list(dict.fromkeys(wanted))
+    return _copy_forwarded_exact(ws, list(dict.fromkeys(wanted)))
+
+
+cdef int c_copy_forwarded(Workspace ws, list names) except -1:
+    """``ws.copy_forwarded_tensors(names)`` for a list of distinct exact names (a Do
+    kernel's, checked once when it was made)."""
+    with cython.critical_section(ws):
+        _copy_forwarded_exact(ws, names)
+    return 0
+
+
+cdef int _copy_forwarded_exact(Workspace ws, list wanted) except -1:
     cdef int _attempt
     for _attempt in range(COPY_ATTEMPTS):
         if _try_copy_forwarded(ws, wanted):
@@ -861,16 +876,26 @@ cdef inline int _insert_local(Workspace ws, str name, Blob blob) except -1:
 cdef inline Blob _find(Workspace ws, str name):
     """The blob ``name`` resolves to from ``ws``, or None: local, forwarded, shared.
 
-    A local name costs one dict lookup. Any other name is looked up in the
-    workspace's resolution cache, valid while no change since names one of the names
-    its walk went through (see the change log): O(1) at any depth, and a change
-    elsewhere does not drop it.
+    A local name costs one dict lookup, a name forwarded to a local blob of the
+    parent three. Any other name is looked up in the workspace's resolution cache,
+    valid while no change since names one of the names its walk went through (see
+    the change log): O(1) at any depth, and a change elsewhere does not drop it.
     """
     cdef PyObject* found = PyDict_GetItem(ws._blobs, name)
     cdef PyObject* target
     cdef _Resolution entry
+    cdef _Forward fwd
     if found != NULL:
         return <Blob>found
+    if ws._forwarded:
+        # One hop to a local blob of the parent (a Do's bindings): three dict lookups,
+        # cheaper than keeping a memo that each rebinding of the name would void.
+        found = PyDict_GetItem(ws._forwarded, name)
+        if found != NULL:
+            fwd = <_Forward>found
+            found = PyDict_GetItem(fwd.parent._blobs, fwd.outer)
+            if found != NULL:
+                return <Blob>found
     if ws._resolved is not None:
         found = PyDict_GetItem(ws._resolved, name)
         if found != NULL:
@@ -1075,12 +1100,36 @@ cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
     return child
 
 
+cdef enum:
+    # Copies this large or larger release the GIL; a smaller one takes less time than
+    # releasing and taking the GIL back.
+    COPY_NOGIL_BYTES = 65536
+
+
+cdef inline bint _snapshot_fits(Blob spare, object plain) noexcept:
+    """Can the spare snapshot take a copy of ``plain`` in its own array as it is: the
+    same dtype object and the same shape? (Its array is C-contiguous over its buffer and
+    seen by nobody else: ``_recyclable`` checked that when it was kept.)"""
+    cdef PyArrayObject* have = <PyArrayObject*>spare._value
+    cdef PyArrayObject* want = <PyArrayObject*>plain
+    cdef int nd = PyArray_NDIM(want)
+    cdef int k
+    if PyArray_DESCR(have) != PyArray_DESCR(want) or PyArray_NDIM(have) != nd:
+        return False
+    for k in range(nd):
+        if PyArray_DIMS(have)[k] != PyArray_DIMS(want)[k]:
+            return False
+    return True
+
+
 cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
     """One attempt of copy_forwarded_tensors; False if a forward moved while copying.
 
     Sources are read as C-level arrays (plain ndarray views of them): sizes, dtype
     and data come from the array itself, never from a subclass's Python attributes.
-    Spare buffers taken for the attempt go back unless it commits."""
+    A spare snapshot of the same name (one nobody else could see) is taken whole when
+    its shape and dtype match, else for its buffer; spares taken go back unless the
+    attempt commits."""
     cdef list plan = []
     cdef Blob source
     cdef Blob target
@@ -1091,10 +1140,12 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
     cdef Py_ssize_t nbytes
     cdef void* dst
     cdef void* src
+    cdef PyObject* found
     for name in names:
-        forward = ws._forwarded.get(name)
-        if forward is None:
+        found = PyDict_GetItem(ws._forwarded, name)
+        if found == NULL:
             continue
+        forward = <object>found
         outer = (<_Forward>forward).outer
         source = _find((<_Forward>forward).parent, outer)
         if source is None:
@@ -1103,25 +1154,32 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
         array = source._value
         if not source._is_tensor or not PyArray_Check(array):
             raise BlobTypeError(f"Expected blob with tensor value {outer} (forwarded as {name})")
-        plan.append((name, forward, source, array, ws._blobs.get(name), plain_array(array)))
+        found = PyDict_GetItem(ws._blobs, name)
+        plan.append((name, forward, source, array, None if found == NULL else <object>found,
+                     plain_array(array)))
     if not plan:
         return True
     # Allocate every target first (this can fail), then copy, then commit.
     targets = []
-    taken = {}          # name -> spare buffer this attempt took
+    taken = {}          # name -> spare snapshot this attempt took
     committed = False
     try:
         for name, _forward, _source, _array, _local, plain in plan:
-            target = c_new_blob(name)
-            if array_dtype(plain).kind in "biufc":
-                if ws._spare_buffers:
-                    buffer = ws._spare_buffers.pop(name, None)
-                    if buffer is not None:
-                        taken[name] = buffer
-                        target._buffer = buffer
-                        target._capacity = PyArray_NBYTES(<PyArrayObject*>buffer)
+            spare = None
+            if ws._spare_blobs:
+                spare = ws._spare_blobs.pop(name, None)
+                if spare is not None:
+                    taken[name] = spare
+            if spare is not None and _snapshot_fits(<Blob>spare, plain):
+                target = <Blob>spare
+            elif array_dtype(plain).kind in "biufc":
+                target = c_new_blob(name)
+                if spare is not None:
+                    target._buffer = (<Blob>spare)._buffer
+                    target._capacity = PyArray_NBYTES(<PyArrayObject*>target._buffer)
                 target.c_tensor(array_shape(plain), array_dtype(plain))
             else:
+                target = c_new_blob(name)
                 target.c_set(plain.copy())   # object or flexible dtype: numpy copies
             targets.append(target)
         n = len(plan)
@@ -1137,13 +1195,17 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
                 dst = PyArray_DATA(<PyArrayObject*>target._value)
                 src = PyArray_DATA(<PyArrayObject*>plain)
                 nbytes = PyArray_NBYTES(<PyArrayObject*>plain)
-                with nogil:
+                if nbytes >= COPY_NOGIL_BYTES:
+                    with nogil:
+                        memcpy(dst, src, nbytes)
+                else:
                     memcpy(dst, src, nbytes)
             else:
                 _np_copyto(target._value, plain)   # numpy releases the GIL for plain dtypes
         # Commit only if nothing moved while the GIL was released.
         for i in range(n):
-            name, forward, source, array, local = plan[i][:5]
+            entry = <tuple>plan[i]
+            name, forward, source, array, local = entry[0], entry[1], entry[2], entry[3], entry[4]
             if ws._forwarded.get(name) is not forward or ws._blobs.get(name) is not local:
                 return False
             outer = (<_Forward>forward).outer
@@ -1152,7 +1214,8 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
                 return False
         graveyard = []   # references dropped here die after the commit, not during it
         for i in range(n):
-            name, local = plan[i][0], plan[i][4]
+            entry = <tuple>plan[i]
+            name, local = entry[0], entry[4]
             graveyard.append(ws._forwarded.pop(name))
             if local is None:
                 ws._blobs[name] = targets[i]
@@ -1172,10 +1235,10 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
 
 
 cdef int _return_spares(Workspace ws, dict taken) except -1:
-    """Put back the spare buffers a failed attempt took (a newer spare of the same name,
-    added meanwhile, is kept instead)."""
-    if ws._spare_buffers is None:
-        ws._spare_buffers = {}
-    for name, buffer in taken.items():
-        ws._spare_buffers.setdefault(name, buffer)
+    """Put back the spare snapshots a failed attempt took (a newer spare of the same
+    name, added meanwhile, is kept instead)."""
+    if ws._spare_blobs is None:
+        ws._spare_blobs = {}
+    for name, spare in taken.items():
+        ws._spare_blobs.setdefault(name, spare)
     return 0

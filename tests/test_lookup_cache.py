@@ -108,6 +108,30 @@ def test_every_link_of_a_forwarding_chain_can_change_under_a_cached_lookup(level
     check(leaf, name)
 
 
+def test_a_one_hop_forward_follows_its_outer_name_wherever_it_goes():
+    # inner x -> outer y of the parent: first a local blob of the parent (the direct
+    # path), then the parent's shared grandparent's, then none, then local again.
+    grandparent = so.Workspace()
+    grandparent["y"] = "grandparent's y"
+    parent = so.Workspace(shared=grandparent)
+    parent.create_local_blob("y").set("parent's y")
+    child = so.Workspace.from_bindings(parent, {"x": "y"})
+    assert child["x"] == "parent's y"
+    check(child, "x")
+    parent.remove_blob("y")
+    assert child["x"] == "grandparent's y"
+    check(child, "x")
+    grandparent.remove_blob("y")
+    assert not child.has_blob("x")
+    check(child, "x")
+    parent.create_local_blob("y").set("parent's new y")
+    assert child["x"] == "parent's new y"
+    check(child, "x")
+    child.create_local_blob("x").set("child's own x")
+    assert child["x"] == "child's own x"
+    check(child, "x")
+
+
 def test_a_forward_rebound_by_a_stack_push_is_seen_at_once():
     parent = so.Workspace()
     parent["a"], parent["b"] = "a", "b"

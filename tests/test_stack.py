@@ -1,6 +1,7 @@
 """WorkspaceStack: forward pushes, gradient pops, dormant workspace reuse, debug checks."""
 
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -376,6 +377,54 @@ def test_snapshot_fetched_in_an_earlier_run_is_not_overwritten_by_a_later_snapsh
     second_run.copy_forwarded_tensors(["x"])
     np.testing.assert_array_equal(second_run.fetch_blob("x"), [9.0, 9.0, 9.0, 9.0])
     np.testing.assert_array_equal(saved, [0.0, 1.0, 2.0, 3.0])
+
+
+def test_a_snapshot_nobody_holds_is_reused_whole_by_the_next_one_of_its_shape():
+    # Nothing outside the workspace can see the old snapshot, so reusing its blob and
+    # array (instead of allocating) is invisible: the values are the new ones.
+    parent = parent_with(outer_x=np.arange(4.0))
+    stack = so.WorkspaceStack()
+    child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+    child.copy_forwarded_tensors(["x"])
+    first = weakref.ref(child.get_blob("x"))    # a weak reference: nobody holds it
+    stack.pop_gradient_workspace(parent)
+    child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+    parent.fetch_blob("outer_x")[:] = 7.0
+    child.copy_forwarded_tensors(["x"])
+    assert child.get_blob("x") is first()
+    assert child.get_blob("x") is not parent.get_blob("outer_x")
+    np.testing.assert_array_equal(child.fetch_blob("x"), [7.0] * 4)
+
+
+def test_a_snapshot_blob_someone_holds_is_never_reused():
+    parent = parent_with(outer_x=np.arange(4.0))
+    stack = so.WorkspaceStack()
+    child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+    child.copy_forwarded_tensors(["x"])
+    held = child.get_blob("x")
+    stack.pop_gradient_workspace(parent)
+    child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+    parent.fetch_blob("outer_x")[:] = 7.0
+    child.copy_forwarded_tensors(["x"])
+    assert child.get_blob("x") is not held
+    np.testing.assert_array_equal(held.get(), [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(child.fetch_blob("x"), [7.0] * 4)
+
+
+def test_a_snapshot_of_another_shape_or_dtype_takes_a_fresh_array():
+    parent = parent_with(outer_x=np.arange(4.0))
+    stack = so.WorkspaceStack()
+    child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+    child.copy_forwarded_tensors(["x"])
+    stack.pop_gradient_workspace(parent)
+    for value in (np.arange(2.0), np.arange(2, dtype=np.float32), np.ones((2, 2))):
+        child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+        parent.feed_blob("outer_x", value)
+        child.copy_forwarded_tensors(["x"])
+        got = child.fetch_blob("x")
+        assert got.dtype == value.dtype and got.shape == value.shape
+        np.testing.assert_array_equal(got, value)
+        stack.pop_gradient_workspace(parent)
 
 
 # --- clear ----------------------------------------------------------------------------------

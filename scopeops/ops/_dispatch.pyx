@@ -33,7 +33,7 @@ from scopeops._npy cimport (
 )
 from scopeops._stack cimport WorkspaceStack
 from scopeops._workspace cimport (
-    Workspace, c_check_name, c_normalize_bindings, c_structure_epoch,
+    Workspace, c_check_name, c_copy_forwarded, c_normalize_bindings, c_structure_epoch,
 )
 from scopeops.errors import OperatorError
 
@@ -794,7 +794,8 @@ cdef class DoKernel(Kernel):
         kernel.copy_external_blobs = bool(op.copy_external_blobs)
         kernel.subnet = subnet
         kernel.subnet_name = c_check_name(subnet.name)
-        kernel.forwarded_inner = list(op.forwarded_inner)
+        kernel.forwarded_inner = list(dict.fromkeys(c_check_name(name)
+                                                    for name in op.forwarded_inner))
         return kernel
 
     cdef int run(self, OperatorCore op) except -1:
@@ -838,7 +839,7 @@ cdef class DoKernel(Kernel):
                     stack.pop_gradient_workspace(parent)
             raise
         if not self.is_gradient and self.copy_external_blobs:
-            child.copy_forwarded_tensors(self.forwarded_inner)
+            c_copy_forwarded(<Workspace>child, self.forwarded_inner)
         return 1
 
 
