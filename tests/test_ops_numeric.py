@@ -564,6 +564,36 @@ def test_gradient_op_writing_over_its_inputs_matches_fresh_outputs(type_name):
         np.testing.assert_allclose(ws[got], expected[want], rtol=1e-12, err_msg=got)
 
 
+REFUSED_FOR_THEIR_DTYPES = [
+    # (op, inputs, outputs, feeds): numpy has no loop, or the result does not fit.
+    ("Sub", ["a", "a"], ["out"], {"a": np.array([True, False])}),
+    ("Div", ["a", "a"], ["out"], {"a": np.array([True, False])}),
+    ("LT", ["a", "b"], ["a"], {"a": np.array([1 + 1j]), "b": np.array(["x"])}),
+    ("FCGradient", ["x", "w", "w"], ["x", "w"],
+     {"x": np.zeros((3, 3), np.float32), "w": np.ones((3, 3), np.int32)}),
+]
+
+
+@pytest.mark.parametrize("op_type, inputs, outputs, feeds", REFUSED_FOR_THEIR_DTYPES,
+                         ids=[f"{case[0]}-{k}" for k, case in enumerate(REFUSED_FOR_THEIR_DTYPES)])
+def test_an_op_refused_for_its_dtypes_changes_no_blob(op_type, inputs, outputs, feeds):
+    ws = so.Workspace()
+    for name, value in feeds.items():
+        ws.feed_blob(name, value.copy())
+    net = so.Net("refused")
+    net.add_op(op_type, inputs, outputs)
+    executor = ws.create_net(net)
+    before = {name: ws.get_blob(name) for name in ws.blobs()}
+    with pytest.raises(so.OperatorError, match="TypeError"):
+        executor.run()
+    for name, value in feeds.items():
+        got = ws.fetch_blob(name)
+        assert ws.get_blob(name) is before[name]
+        assert got.dtype == value.dtype and np.array_equal(got, value), name
+    for name in set(outputs) - set(feeds):
+        assert ws.get_blob(name) is None or ws.get_blob(name).is_empty(), name
+
+
 def test_mul_gradient_whose_product_does_not_fit_changes_no_output():
     # dA = dC * B is float64 for an int32 A and a float32 B: refused before either
     # output (here the inputs themselves) is touched.

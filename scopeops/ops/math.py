@@ -29,6 +29,7 @@ from scopeops.ops.numeric_base import (
     BROADCAST_ARGS,
     NumericOperator,
     broadcast_axis,
+    check_ufunc,
     grad_dtype,
     legacy_broadcast_view,
     parse_dtype,
@@ -135,6 +136,7 @@ class _BinaryElementwise(_BinaryInputs):
     def run(self) -> None:
         a, b, shape = self.operands()
         dtype = a.dtype if a.dtype == b.dtype else np.result_type(a, b)
+        check_ufunc(self.ufunc, (a.dtype, b.dtype), dtype)
         self.ufunc(a, b, out=self.output(0, shape, dtype))
 
 
@@ -180,6 +182,7 @@ class DivOp(_BinaryElementwise):
         a, b, shape = self.operands()
         dtype = a.dtype if a.dtype == b.dtype else np.result_type(a, b)
         divide = np.floor_divide if dtype.kind in "iub" else np.divide
+        check_ufunc(divide, (a.dtype, b.dtype), dtype)
         divide(a, b, out=self.output(0, shape, dtype))
 
 
@@ -425,6 +428,7 @@ class _UnaryElementwise(NumericOperator):
 
     def run(self) -> None:
         x = self.float_input(0) if self.floats_only else self.numeric_input(0)
+        check_ufunc(self.ufunc, (x.dtype,), x.dtype)
         self.ufunc(x, out=self.output(0, x.shape, x.dtype))
 
 
@@ -910,6 +914,7 @@ class _BoolBinary(_BinaryInputs):
 
     def run(self) -> None:
         a, b, shape = self.operands()
+        check_ufunc(self.ufunc, (a.dtype, b.dtype), np.dtype(np.bool_))
         self.ufunc(a, b, out=self.output(0, shape, np.bool_))
 
 

@@ -19,7 +19,7 @@ from scopeops.errors import OperatorError
 from scopeops.ops import _dispatch
 from scopeops.ops.base import Arg, gradient, register
 from scopeops.ops.math import SumElementsGradientOp
-from scopeops.ops.numeric_base import NumericOperator, grad_dtype, present_args
+from scopeops.ops.numeric_base import NumericOperator, check_ufunc, grad_dtype, present_args
 
 __all__ = [
     "AveragedLossOp", "DotProductOp", "FCOp", "LSTMUnitOp", "MakeTwoClassOp", "ReluOp",
@@ -265,6 +265,10 @@ class FCGradientOp(NumericOperator):
         if dy.shape != shape:
             raise self.shape_error(f"the output gradient (blob {self.definition.inputs[2]}) "
                                    f"has shape {dy.shape}, expected {shape}")
+        # Both products are checked before any output changes (an output may be an input).
+        check_ufunc(np.matmul, (dy.dtype, x.dtype), grad_dtype(w, dy))
+        if len(self.definition.outputs) == 3:
+            check_ufunc(np.matmul, (dy.dtype, w.dtype), grad_dtype(x, dy))
         dy2 = dy.reshape(m, n)
         dw = self.output(0, w.shape, grad_dtype(w, dy))
         np.matmul(dy2.T, x.reshape(m, k), out=dw.reshape(n, k))

@@ -20,6 +20,7 @@ __all__ = [
     "DTYPE_NAMES",
     "NumericOperator",
     "broadcast_axis",
+    "check_ufunc",
     "grad_dtype",
     "legacy_broadcast_view",
     "parse_dtype",
@@ -137,6 +138,17 @@ def present_args(g: Any, *names: str) -> dict[str, Any]:
     """The arguments among ``names`` that a gradient maker's forward op sets: its gradient
     ops get those and no defaults (as Caffe2's makers copy the forward arguments)."""
     return {name: g.op.args[name] for name in names if name in g.op.args}
+
+
+def check_ufunc(ufunc: np.ufunc, inputs: tuple[np.dtype[Any], ...],
+                out: np.dtype[Any]) -> None:
+    """Raise numpy's own TypeError when ``ufunc`` has no loop for ``inputs`` or its result
+    cannot be written to an ``out`` array ('same_kind' casting, as a call with ``out=``
+    casts): before the op touches any output, so that a refused op changes nothing."""
+    result = ufunc.resolve_dtypes((*inputs, None))[-1]
+    if not np.can_cast(result, out, "same_kind"):
+        raise TypeError(f"Cannot cast ufunc {ufunc.__name__!r} output from {result!r} to "
+                        f"{out!r} with casting rule 'same_kind'")
 
 
 def grad_dtype(x: np.ndarray, grad: np.ndarray) -> np.dtype[Any]:
