@@ -95,6 +95,14 @@ class ClearFixture:
     much memory the set-up wrote.
     """
 
+    parent: so.Workspace
+    stacks: list[so.WorkspaceStack]
+    _pushes: list[Callable[..., Any]]
+    _pops: list[Callable[..., Any]]
+    _touch: Loop
+    _warm: Loop
+    loop: Loop
+
     def __init__(self, depth: int, stacks: int = CLEAR_STACKS,
                  share: ClearFixture | None = None):
         self.depth = depth
