@@ -18,6 +18,7 @@ cdef class WorkspaceStack:
     cdef object __weakref__
 
     cdef Workspace c_push(self, Workspace parent, dict bindings)
+    cdef Workspace c_push_bound(self, Workspace parent, dict bindings)
     cdef object c_pop(self, Workspace parent, dict grad_bindings)
     cdef int c_check_top(self) except -1
     cdef int _debug_check(self, Workspace parent, dict bindings, dict remembered) except -1

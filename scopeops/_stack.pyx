@@ -134,6 +134,19 @@ cdef class WorkspaceStack:
         del graveyard
         return ws
 
+    cdef Workspace c_push_bound(self, Workspace parent, dict bindings):
+        """``push_forward_workspace`` for a checked parent and normalised bindings (a Do
+        kernel's, normalised once): the same fast path, else :meth:`c_push`."""
+        cdef Workspace ws
+        cdef Py_ssize_t nxt = self._top + 1
+        if nxt < self._count and not self.debug and nxt >= 0:
+            ws = <Workspace>self._slots[nxt]
+            if ws._bound_parent is parent and ws._bound_exact \
+                    and c_same_bindings(bindings, ws._bound) and c_bound_blobs_visible(ws):
+                self._top = nxt
+                return ws
+        return self.c_push(parent, bindings)
+
     @cython.critical_section
     def push_forward_workspace(self, parent, bindings=None):
         """Push a child of ``parent`` that sees only the bound names; returns it.

@@ -811,6 +811,8 @@ cdef class DoKernel(Kernel):
             return 0
         stack = <WorkspaceStack>scope._value
         parent = op.workspace
+        if parent is None:
+            return 0
         depth = stack._top + 1
         if self.is_gradient:
             if (<object>op)._stack_seen is not stack:
@@ -823,7 +825,8 @@ cdef class DoKernel(Kernel):
         else:
             if depth >= (<object>op)._warn_at:
                 return 0
-            child = stack.push_forward_workspace(parent, self.bindings)
+            with cython.critical_section(stack):
+                child = stack.c_push_bound(<Workspace>parent, self.bindings)
         try:
             executor = child.get_net(self.subnet_name)
             if executor is None:
