@@ -594,6 +594,18 @@ def test_an_op_refused_for_its_dtypes_changes_no_blob(op_type, inputs, outputs, 
         assert ws.get_blob(name) is None or ws.get_blob(name).is_empty(), name
 
 
+def test_sum_reduce_like_refusing_shapes_changes_no_output():
+    ws = so.Workspace()
+    ws.feed_blob("a", np.ones((3, 4), np.float32))
+    ws.feed_blob("b", np.ones((4, 2), np.float32))
+    ws.feed_blob("c", np.array([7], np.int64))       # an output of another dtype and shape
+    net = so.Net("sum_reduce_like")
+    net.SumReduceLike(["a", "b"], ["c"])
+    with pytest.raises(so.OperatorError, match="does not broadcast to A"):
+        ws.run_net_once(net)
+    assert ws["c"].dtype == np.int64 and ws["c"].tolist() == [7]
+
+
 def test_mul_gradient_whose_product_does_not_fit_changes_no_output():
     # dA = dC * B is float64 for an int32 A and a float32 B: refused before either
     # output (here the inputs themselves) is touched.

@@ -281,22 +281,28 @@ class SumReduceLikeOp(NumericOperator):
     def run(self) -> None:
         a = self.tensor_input(0)
         b = self.tensor_input(1)
+        # Shapes are checked before the output changes: a refused op changes nothing.
+        view = None
+        if b.size != 1:
+            if self.align_axis != -1:
+                view = legacy_broadcast_view(self, a, b, self.align_axis)
+            else:
+                try:
+                    fits = np.broadcast_shapes(a.shape, b.shape) == a.shape
+                except ValueError:
+                    fits = False
+                if not fits:
+                    names = self.definition.inputs
+                    raise self.shape_error(f"B (blob {names[1]}, shape {b.shape}) does not "
+                                           f"broadcast to A (blob {names[0]}, shape "
+                                           f"{a.shape})")
         out = self.output(0, b.shape, grad_dtype(b, a))
         if b.size == 1:
             np.sum(a, out=out.reshape(()))
-        elif self.align_axis != -1:
-            view = legacy_broadcast_view(self, a, b, self.align_axis)
+        elif view is not None:
             np.sum(a, axis=reduced_axes(a.shape, view.shape), keepdims=True,
                    out=out.reshape(view.shape))
         else:
-            try:
-                fits = np.broadcast_shapes(a.shape, b.shape) == a.shape
-            except ValueError:
-                fits = False
-            if not fits:
-                names = self.definition.inputs
-                raise self.shape_error(f"B (blob {names[1]}, shape {b.shape}) does not "
-                                       f"broadcast to A (blob {names[0]}, shape {a.shape})")
             sum_to_shape(a, b.shape, out)
 
 
