@@ -394,7 +394,7 @@ cdef int c_run_net(NetCore net) except -1:
                 c_prepare(op)
             kernel = op._kernel
             if kernel is None or not kernel.run(op):
-                item.run()
+                _run_undoing_new_values(op, item)
             i += 1
     except Exception as exc:
         replacement = (<object>net)._failure(i, exc)
@@ -403,6 +403,38 @@ cdef int c_run_net(NetCore net) except -1:
         raise replacement from exc
     finally:
         Py_LeaveRecursiveCall()
+    return 0
+
+
+cdef int _run_undoing_new_values(OperatorCore op, object item) except -1:
+    """``item.run()`` (an operator's Python path). When it raises, each output blob it
+    gave a new value (a tensor retyped or reallocated, a value replaced) holds its old
+    one again: an op refused halfway leaves its outputs as they were. Data written into
+    an output's own array, in place, stays written."""
+    cdef tuple outs = op._out_blobs
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(outs) if outs is not None else 0
+    cdef Py_ssize_t k
+    cdef Blob blob
+    if n == 0:
+        item.run()
+        return 0
+    saved = []
+    for k in range(n):
+        blob = <Blob>outs[k]
+        saved.append((blob, blob._value, blob._buffer, blob._capacity, blob._meta,
+                      blob._is_tensor, blob._dtype_code))
+    try:
+        item.run()
+    except BaseException:
+        dropped = []     # the values the op made die after every blob is restored
+        for entry in reversed(saved):
+            blob = <Blob>entry[0]
+            if blob._value is not entry[1] or blob._buffer is not entry[2]:
+                dropped.append((blob._value, blob._buffer))
+                blob._value, blob._buffer, blob._capacity = entry[1], entry[2], entry[3]
+                blob._meta, blob._is_tensor, blob._dtype_code = entry[4], entry[5], entry[6]
+        del dropped
+        raise
     return 0
 
 
