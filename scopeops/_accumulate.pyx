@@ -266,7 +266,8 @@ cpdef object accumulate(object dst, object src, double scale=1.0):
     ----------
     dst, src : numpy.ndarray or Blob
         float16, float32 or float64 arrays, or tensor :class:`~scopeops.Blob` objects,
-        of the same shape and dtype. ``src`` may be ``dst`` itself.
+        of the same shape and element type (in either byte order: a byte-swapped
+        operand is read or written correctly). ``src`` may be ``dst`` itself.
     scale : float
         The factor applied to ``src``. Rounded to the arrays' precision first for
         float32 (as numpy does); float16 is computed in float32 and rounded once.
@@ -276,7 +277,7 @@ cpdef object accumulate(object dst, object src, double scale=1.0):
     TypeError
         An argument is neither an array nor a tensor blob
         (:class:`~scopeops.BlobTypeError` for a blob holding something else), a
-        dtype is not float16/32/64, or the dtypes differ.
+        dtype is not float16/32/64, or the element types differ.
     ValueError
         The shapes differ, or ``dst`` is read-only.
 

@@ -1133,7 +1133,10 @@ def do_subclass_action(world, action):
         before = real_view(dst).copy()
         expected = None
         real_dst, real_src = real_view(dst), real_view(src)
-        if real_dst.dtype == real_src.dtype and real_dst.dtype.kind == "f" \
+        # One element type, in either byte order: accumulate reads byte-swapped
+        # operands too (numpy computes them), so '<f8' with '>f8' is valid.
+        if real_dst.dtype.newbyteorder("=") == real_src.dtype.newbyteorder("=") \
+                and real_dst.dtype.kind == "f" \
                 and real_dst.shape == real_src.shape and real_dst.flags.writeable:
             wide = real_dst.astype(np.float64) + scale * real_src.astype(np.float64)
             expected = wide.astype(real_dst.dtype)
