@@ -263,22 +263,12 @@ cdef class Blob:
         return self.c_tensor(shape, dtype)
 
     cdef int c_set(self, object value) except -1:
-        if isinstance(value, Blob):
-            raise TypeError("a Blob cannot hold another Blob; store its value instead")
-        cdef TypeMeta meta
-        cdef DTypeCode code = DT_OTHER
-        cdef bint is_tensor = PyArray_Check(value)
-        if is_tensor:
-            # The C-level array decides (an ndarray subclass's dtype property is
-            # never read); its element type is not registered.
-            meta = TENSOR_META
-            code = c_array_dtype_code(value)
-        else:
-            meta = c_meta_of_value(value)
+        cdef DTypeCode code
+        cdef TypeMeta meta = _meta_to_hold(value, &code)
         cdef object old_value = self._value
         cdef object old_buffer = self._buffer
         self._meta = meta
-        self._is_tensor = is_tensor
+        self._is_tensor = PyArray_Check(value)
         self._dtype_code = code
         self._buffer = None
         self._capacity = 0
@@ -452,24 +442,30 @@ cdef Blob c_new_blob(object name):
     return blob
 
 
+cdef inline TypeMeta _meta_to_hold(object value, DTypeCode* code):
+    """The meta of a blob holding ``value``, with its dtype code in ``code``; TypeError
+    for a Blob. Registers a new value type."""
+    if isinstance(value, Blob):
+        raise TypeError("a Blob cannot hold another Blob; store its value instead")
+    if PyArray_Check(value):
+        # The C-level array decides (an ndarray subclass's dtype property is never
+        # read); its element type is not registered.
+        code[0] = c_array_dtype_code(value)
+        return TENSOR_META
+    code[0] = DT_OTHER
+    return c_meta_of_value(value)
+
+
 cdef Blob c_new_blob_holding(object name, object value):
     """A new blob ``name`` holding ``value``: ``c_new_blob`` then ``c_set``, in one
     step (a fresh blob has no old value to drop). Refuses a Blob, and registers the
     value's type, before the blob exists."""
-    if isinstance(value, Blob):
-        raise TypeError("a Blob cannot hold another Blob; store its value instead")
-    cdef TypeMeta meta
-    cdef DTypeCode code = DT_OTHER
-    cdef bint is_tensor = PyArray_Check(value)
-    if is_tensor:
-        meta = TENSOR_META
-        code = c_array_dtype_code(value)
-    else:
-        meta = c_meta_of_value(value)
+    cdef DTypeCode code
+    cdef TypeMeta meta = _meta_to_hold(value, &code)
     cdef Blob blob = Blob.__new__(Blob)
     blob.name = name
     blob._meta = meta
-    blob._is_tensor = is_tensor
+    blob._is_tensor = PyArray_Check(value)
     blob._dtype_code = code
     blob._value = value
     return blob
