@@ -137,14 +137,10 @@ cdef class WorkspaceStack:
     cdef Workspace c_push_bound(self, Workspace parent, dict bindings):
         """``push_forward_workspace`` for a checked parent and normalised bindings (a Do
         kernel's, normalised once): the same fast path, else :meth:`c_push`."""
-        cdef Workspace ws
-        cdef Py_ssize_t nxt = self._top + 1
-        if nxt < self._count and not self.debug and nxt >= 0:
-            ws = <Workspace>self._slots[nxt]
-            if ws._bound_parent is parent and ws._bound_exact \
-                    and c_same_bindings(bindings, ws._bound) and c_bound_blobs_visible(ws):
-                self._top = nxt
-                return ws
+        cdef Workspace ws = _dormant_bound_as(self, parent, bindings)
+        if ws is not None:
+            self._top += 1
+            return ws
         return self.c_push(parent, bindings)
 
     @cython.critical_section
@@ -157,21 +153,11 @@ cdef class WorkspaceStack:
         requested ones. Otherwise builds ``Workspace.from_bindings(parent, bindings)``
         (of the parent's class).
         """
-        cdef Workspace ws
-        cdef Py_ssize_t nxt = self._top + 1
         # Fast path: the dormant workspace is already bound exactly like this.
-        if nxt < self._count and not self.debug and nxt >= 0:
-            ws = <Workspace>self._slots[nxt]
-            if ws._bound_parent is parent and ws._bound_exact:
-                if bindings is None:
-                    if ws._n_bound == 0:
-                        self._top = nxt
-                        return ws
-                elif c_same_bindings(bindings, ws._bound) and c_bound_blobs_visible(ws):
-                    # Same bindings, and every outer blob still there (as from_bindings
-                    # would check): nothing to rebind.
-                    self._top = nxt
-                    return ws
+        cdef Workspace ws = _dormant_bound_as(self, parent, bindings)
+        if ws is not None:
+            self._top += 1
+            return ws
         return self.c_push(c_check_parent(parent), c_normalize_bindings(bindings))
 
     cdef object c_pop(self, Workspace parent, dict grad_bindings):
@@ -459,6 +445,23 @@ cdef Py_ssize_t c_push_forward_workspace(WorkspaceStack stack, Workspace parent)
     with gil:
         stack.c_push(c_check_parent(parent), {})
         return stack._top + 1
+
+
+cdef inline Workspace _dormant_bound_as(WorkspaceStack stack, object parent, object bindings):
+    """The dormant workspace above the top when it is already bound to ``parent`` exactly
+    as ``bindings`` (None for none) say, with every outer blob still there (as
+    from_bindings would check): a push that has nothing to rebind. None otherwise."""
+    cdef Py_ssize_t nxt = stack._top + 1
+    cdef Workspace ws
+    if nxt < stack._count and not stack.debug and nxt >= 0:
+        ws = <Workspace>stack._slots[nxt]
+        if ws._bound_parent is parent and ws._bound_exact:
+            if bindings is None:
+                if ws._n_bound == 0:
+                    return ws
+            elif c_same_bindings(bindings, ws._bound) and c_bound_blobs_visible(ws):
+                return ws
+    return None
 
 
 cdef int c_pop_gradient_workspace(WorkspaceStack stack, Workspace parent) except -1 nogil:
