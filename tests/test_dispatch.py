@@ -56,11 +56,13 @@ def values(draw):
 
 
 @st.composite
-def cases(draw):
-    op_type = draw(st.sampled_from(KERNEL_OPS))
+def cases(draw, ops=KERNEL_OPS):
+    """(type, inputs, outputs, feeds, args) of an op drawn from ``ops``."""
+    op_type = draw(st.sampled_from(ops))
     schema = base.lookup(op_type)
-    n_in = draw(st.integers(schema.min_inputs, min(schema.max_inputs or 4, 4)))
-    n_out = draw(st.integers(schema.min_outputs, min(schema.max_outputs or 3, 3)))
+    low_in, low_out = schema.min_inputs, schema.min_outputs
+    n_in = draw(st.integers(low_in, max(low_in, min(schema.max_inputs or 4, 4))))
+    n_out = draw(st.integers(low_out, max(low_out, min(schema.max_outputs or 3, 3))))
     inputs = [draw(st.sampled_from(NAMES)) for _ in range(n_in)]
     outputs = [draw(st.sampled_from(NAMES + ["out0", "out1", "out2"])) for _ in range(n_out)]
     # Blobs: every input exists; an output may exist already (with any value) or not.
