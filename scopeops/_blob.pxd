@@ -24,6 +24,10 @@ cdef class Blob:
     cdef DTypeCode _dtype_code
     cdef readonly object name
     cdef object __weakref__     # lookup caches hold blobs weakly
+    # How many slots of operators' blob caches hold this blob (kept by
+    # scopeops.ops._dispatch). A workspace recycles a removed snapshot only when these
+    # and its own references are all there are: nobody else can see it.
+    cdef Py_ssize_t _cached_by
 
     cdef int c_set(self, object value) except -1
     cdef object c_tensor(self, object shape, object dtype)

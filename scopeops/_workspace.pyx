@@ -1069,20 +1069,30 @@ cdef extern from "Python.h":
     Py_ssize_t _refcount "Py_REFCNT"(PyObject* obj)
 
 
-cdef bint _recyclable(Blob blob):
-    """Is the blob's buffer seen by nobody but this workspace? (Only then may a
-    later snapshot overwrite it: a caller holding the blob, its array or any view
-    of it keeps its values.) References expected: the blob from the old local dict
-    and the caller's variable; the array from the blob; the buffer from the blob
-    and from the array's base."""
+cdef bint _unseen(Blob blob, Py_ssize_t holders):
+    """Is the blob, with its array and buffer, seen by nobody but ``holders``
+    references of ours and operators' blob caches? (Only then may a later snapshot
+    overwrite it: a caller holding the blob, its array or any view of it keeps its
+    values.) An operator's cache does not count: it is checked against the workspace
+    before every use, so it never reads a blob while the workspace does not hold it,
+    and when the blob comes back as the same name's next snapshot it is again what
+    the name resolves to. References expected besides: the array from the blob; the
+    buffer from the blob and from the array's base."""
     # A blob with a buffer holds an array the core made from it (tensor(), a snapshot),
     # never a caller's value: Blob.set drops the buffer.
     if blob._buffer is None or not blob._is_tensor:
         return False
     cdef PyObject* value = <PyObject*>blob._value
     cdef PyObject* buffer = <PyObject*>blob._buffer
-    return (_refcount(<PyObject*>blob) == 2 and _refcount(value) == 1
-            and _refcount(buffer) == 2 and PyArray_BASE(<PyArrayObject*>value) == buffer)
+    return (_refcount(<PyObject*>blob) == holders + blob._cached_by
+            and _refcount(value) == 1 and _refcount(buffer) == 2
+            and PyArray_BASE(<PyArrayObject*>value) == buffer)
+
+
+cdef inline bint _recyclable(Blob blob):
+    """_unseen, for a blob just taken out of a workspace's local dict: the references
+    are the old dict's and the caller's variable."""
+    return _unseen(blob, 2)
 
 
 cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
@@ -1109,7 +1119,7 @@ cdef enum:
 cdef inline bint _snapshot_fits(Blob spare, object plain) noexcept:
     """Can the spare snapshot take a copy of ``plain`` in its own array as it is: the
     same dtype object and the same shape? (Its array is C-contiguous over its buffer and
-    seen by nobody else: ``_recyclable`` checked that when it was kept.)"""
+    seen by nobody else: ``_unseen`` checked that when it was kept and when taken.)"""
     cdef PyArrayObject* have = <PyArrayObject*>spare._value
     cdef PyArrayObject* want = <PyArrayObject*>plain
     cdef int nd = PyArray_NDIM(want)
@@ -1169,12 +1179,19 @@ cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:
             if ws._spare_blobs:
                 spare = ws._spare_blobs.pop(name, None)
                 if spare is not None:
-                    taken[name] = spare
+                    if not _unseen(<Blob>spare, 1):   # ``spare`` holds it
+                        # Somebody took it up since it was kept (op.input_blob(i)):
+                        # it keeps its values.
+                        spare = None
+                    else:
+                        taken[name] = spare
             if spare is not None and _snapshot_fits(<Blob>spare, plain):
                 target = <Blob>spare
             elif array_dtype(plain).kind in "biufc":
                 target = c_new_blob(name)
-                if spare is not None:
+                if spare is not None and (<Blob>spare)._cached_by == 0:
+                    # Only the buffer: the spare blob itself is left viewing it, so no
+                    # operator's cache may still hold that blob.
                     target._buffer = (<Blob>spare)._buffer
                     target._capacity = PyArray_NBYTES(<PyArrayObject*>target._buffer)
                 target.c_tensor(array_shape(plain), array_dtype(plain))

@@ -411,6 +411,83 @@ def test_a_snapshot_blob_someone_holds_is_never_reused():
     np.testing.assert_array_equal(child.fetch_blob("x"), [7.0] * 4)
 
 
+def snapshot_read_by_an_operator(parent, stack):
+    """A child with a snapshot of outer_x as x, and a net there whose Copy op has run
+    (so its blob cache holds the snapshot blob); the stack is popped again."""
+    child = stack.push_forward_workspace(parent, {"x": "outer_x"})
+    child.copy_forwarded_tensors(["x"])
+    net = so.Net("reads_x")
+    net.Copy(["x"], ["y"])
+    executor = child.create_net(net)
+    executor.run()
+    stack.pop_gradient_workspace(parent)
+    return child, executor
+
+
+def test_a_snapshot_only_an_operator_cache_holds_is_reused_whole():
+    # The cache is checked against the workspace before the op runs, so it cannot see
+    # the blob while it is out; once back as x's next snapshot, the op reads the new
+    # values through it.
+    import scopeops.ops.math  # noqa: F401  - registers Copy
+
+    parent = parent_with(outer_x=np.arange(4.0))
+    stack = so.WorkspaceStack()
+    child, executor = snapshot_read_by_an_operator(parent, stack)
+    first = weakref.ref(child.get_blob("x"))
+    assert stack.push_forward_workspace(parent, {"x": "outer_x"}) is child
+    parent.fetch_blob("outer_x")[:] = 7.0
+    child.copy_forwarded_tensors(["x"])
+    assert child.get_blob("x") is first()
+    executor.run()
+    np.testing.assert_array_equal(child.fetch_blob("y"), [7.0] * 4)
+
+
+@pytest.mark.parametrize("take", [lambda op: op.input_blob(0),
+                                  lambda op: op.input_blobs()[0],
+                                  lambda op: op.input_blobs(),
+                                  lambda op: op.input(0)],
+                         ids=["input_blob", "input_blobs", "the tuple", "input"])
+def test_a_snapshot_taken_from_an_operator_is_never_reused(take):
+    import scopeops.ops.math  # noqa: F401
+
+    parent = parent_with(outer_x=np.arange(4.0))
+    stack = so.WorkspaceStack()
+    child, executor = snapshot_read_by_an_operator(parent, stack)
+    held = take(executor.operators[0])
+    assert stack.push_forward_workspace(parent, {"x": "outer_x"}) is child
+    parent.fetch_blob("outer_x")[:] = 7.0
+    child.copy_forwarded_tensors(["x"])
+    seen = held[0] if isinstance(held, tuple) else held
+    seen = seen.get() if isinstance(seen, so.Blob) else seen
+    np.testing.assert_array_equal(seen, [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(child.fetch_blob("x"), [7.0] * 4)
+
+
+def test_an_operator_gone_no_longer_counts_against_reusing_a_snapshot():
+    import gc
+
+    import scopeops.ops.math  # noqa: F401
+
+    parent = parent_with(outer_x=np.arange(4.0))
+    stack = so.WorkspaceStack()
+    child, executor = snapshot_read_by_an_operator(parent, stack)
+    first = weakref.ref(child.get_blob("x"))
+    child.remove_net("reads_x")
+    del executor
+    gc.collect()
+    stack.push_forward_workspace(parent, {"x": "outer_x"})
+    child.copy_forwarded_tensors(["x"])
+    assert child.get_blob("x") is first()
+    # Taken up after that, it is never reused again while held.
+    held = child.get_blob("x")
+    stack.pop_gradient_workspace(parent)
+    stack.push_forward_workspace(parent, {"x": "outer_x"})
+    parent.fetch_blob("outer_x")[:] = 3.0
+    child.copy_forwarded_tensors(["x"])
+    assert child.get_blob("x") is not held
+    np.testing.assert_array_equal(held.get(), [0.0, 1.0, 2.0, 3.0])
+
+
 def test_a_snapshot_of_another_shape_or_dtype_takes_a_fresh_array():
     parent = parent_with(outer_x=np.arange(4.0))
     stack = so.WorkspaceStack()

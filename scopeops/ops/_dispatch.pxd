@@ -17,8 +17,11 @@ cdef class OperatorCore:
     cdef public object args
     cdef readonly tuple _input_names     # exact str names, as the op was built
     cdef readonly tuple _output_names
-    cdef readonly tuple _in_blobs        # the blobs they resolve to (Blob)
-    cdef readonly tuple _out_blobs
+    # The blobs they resolve to (Blob). Not readable from Python: each slot counts in
+    # its blob's _cached_by, so the tuples must never be shared (input_blob(i) and
+    # input_blobs() hand out the blobs, which a caller then holds by reference).
+    cdef tuple _in_blobs
+    cdef tuple _out_blobs
     cdef readonly object _aliased_inputs  # frozenset of input indices also outputs
     cdef readonly bint _inplace
     # structure epoch + 1 when the cached blobs were last known to be what the names

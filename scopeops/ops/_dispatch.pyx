@@ -219,6 +219,38 @@ cdef class Kernel:
         return 0
 
 
+cdef extern from *:
+    """
+    static inline void scopeops_count_cached(Py_ssize_t *count, Py_ssize_t by) {
+    #ifdef Py_GIL_DISABLED
+        _Py_atomic_add_ssize(count, by);
+    #else
+        *count += by;
+    #endif
+    }
+    """
+    void _count_cached "scopeops_count_cached"(Py_ssize_t* count, Py_ssize_t by) noexcept nogil
+
+
+cdef inline void _count_slots(tuple blobs, Py_ssize_t by) noexcept:
+    cdef Py_ssize_t k
+    for k in range(PyTuple_GET_SIZE(blobs)):
+        _count_cached(&(<Blob>blobs[k])._cached_by, by)
+
+
+cdef inline void _install_blobs(OperatorCore op, tuple ins, tuple outs) noexcept:
+    """Make ``ins``/``outs`` (fresh tuples of Blobs, owned by nobody else) the op's
+    cached blobs, keeping every blob's count of cache slots exact."""
+    _count_slots(ins, 1)
+    _count_slots(outs, 1)
+    old_in, old_out = op._in_blobs, op._out_blobs
+    op._in_blobs = ins
+    op._out_blobs = outs
+    _count_slots(old_in, -1)
+    _count_slots(old_out, -1)
+
+
+@cython.no_gc_clear      # __dealloc__ needs the cached tuples to give back their counts
 cdef class OperatorCore:
     """The compiled base of :class:`scopeops.ops.Operator`: its workspace, definition and
     arguments, the blobs its input and output names resolve to, and blob access."""
@@ -229,6 +261,12 @@ cdef class OperatorCore:
         self._in_blobs = ()
         self._out_blobs = ()
         self._aliased_inputs = frozenset()
+
+    def __dealloc__(self):
+        if self._in_blobs is not None:
+            _count_slots(self._in_blobs, -1)
+        if self._out_blobs is not None:
+            _count_slots(self._out_blobs, -1)
 
     def _attach(self, definition, workspace):
         """Set the definition and workspace (first, when the operator is built)."""
@@ -246,8 +284,9 @@ cdef class OperatorCore:
 
     def _set_blobs(self, inputs, outputs):
         """Cache the blobs the names resolve to now (a resolution's last step)."""
-        cdef tuple ins = tuple(inputs)
-        cdef tuple outs = tuple(outputs)
+        # Fresh tuples, never the caller's: the op's cache tuples are shared with nobody.
+        cdef tuple ins = tuple(list(inputs))
+        cdef tuple outs = tuple(list(outputs))
         if len(ins) != len(self._input_names) or len(outs) != len(self._output_names):
             raise ValueError(f"{len(ins)} input and {len(outs)} output blobs for "
                              f"{len(self._input_names)} input and "
@@ -259,8 +298,7 @@ cdef class OperatorCore:
         # In place is decided by blob identity: two names forwarded to one blob alias.
         aliased = frozenset([i for i, blob in enumerate(ins)
                              if any([blob is out for out in outs])])
-        self._in_blobs = ins
-        self._out_blobs = outs
+        _install_blobs(self, ins, outs)
         self._aliased_inputs = aliased
         self._inplace = bool(aliased)
         self._fresh_at = c_structure_epoch() + 1
@@ -279,12 +317,22 @@ cdef class OperatorCore:
     @cython.boundscheck(True)
     @cython.wraparound(True)
     def input_blob(self, i):
+        """The :class:`Blob` input ``i`` resolved to (when last prepared)."""
         return self._in_blobs[i]
 
     @cython.boundscheck(True)
     @cython.wraparound(True)
     def output_blob(self, i):
+        """The :class:`Blob` output ``i`` resolved to (when last prepared)."""
         return self._out_blobs[i]
+
+    def input_blobs(self):
+        """The input blobs, as a new tuple."""
+        return tuple(list(self._in_blobs))
+
+    def output_blobs(self):
+        """The output blobs, as a new tuple."""
+        return tuple(list(self._out_blobs))
 
     @cython.boundscheck(True)
     @cython.wraparound(True)
@@ -357,8 +405,8 @@ cdef bint _refresh(OperatorCore op, unsigned long long now) except -1:
             for j in range(k + 1, n):
                 if (found[k] is found[j]) != (_nth(old_in, old_out, k) is _nth(old_in, old_out, j)):
                     return False
-        op._in_blobs = tuple(found[:PyTuple_GET_SIZE(in_names)])
-        op._out_blobs = tuple(found[PyTuple_GET_SIZE(in_names):])
+        _install_blobs(op, tuple(found[:PyTuple_GET_SIZE(in_names)]),
+                       tuple(found[PyTuple_GET_SIZE(in_names):]))
     op._fresh_at = now
     return True
 

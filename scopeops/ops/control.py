@@ -141,7 +141,7 @@ class DoOp(Operator):
                                 f"workspace stack")
 
     def run(self) -> None:
-        self._check_scope_blob(self._in_blobs, self._out_blobs)
+        self._check_scope_blob(self.input_blobs(), self.output_blobs())
         stack = scope_stack(self.output_blob(-1))
         parent: Any = self.workspace   # a scopeops.Workspace: children run nets
         depth = len(stack)

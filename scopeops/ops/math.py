@@ -657,7 +657,7 @@ class SumOp(NumericOperator):
     _fast_path = _dispatch.SumKernel()
 
     def run(self) -> None:
-        if len(self._in_blobs) == 2:
+        if len(self._input_names) == 2:
             # The common case (gradient accumulation, often in place): one add.
             a, b = self.tensor_input(0), self.tensor_input(1)
             if a.dtype is b.dtype and a.shape == b.shape:

@@ -92,11 +92,11 @@ class NumericOperator(Operator):
 
     def tensor_input(self, i: int) -> np.ndarray:
         """Input ``i`` as a tensor (BlobTypeError naming the blob if it holds anything else)."""
-        return self._in_blobs[i].get(np.ndarray)
+        return self.input_blob(i).get(np.ndarray)
 
     def float_input(self, i: int) -> np.ndarray:
         """Input ``i``, which must be a floating-point tensor."""
-        x = self._in_blobs[i].get(np.ndarray)
+        x = self.input_blob(i).get(np.ndarray)
         if x.dtype.kind != "f":
             raise TypeError(f"{self.definition.type} needs a floating-point tensor, but input "
                             f"{i} (blob {self.definition.inputs[i]}) is {x.dtype}")
@@ -104,7 +104,7 @@ class NumericOperator(Operator):
 
     def numeric_input(self, i: int) -> np.ndarray:
         """Input ``i``, which must be an int or floating-point tensor (not bool)."""
-        x = self._in_blobs[i].get(np.ndarray)
+        x = self.input_blob(i).get(np.ndarray)
         if x.dtype.kind not in "iuf":
             raise TypeError(f"{self.definition.type} needs an int or floating-point tensor, "
                             f"but input {i} (blob {self.definition.inputs[i]}) is {x.dtype}")
@@ -117,7 +117,7 @@ class NumericOperator(Operator):
         earlier output in place would corrupt an input a later output still reads.
         "Also an output" means the same blob, however the names reach it.
         """
-        values = [self._in_blobs[i].get(np.ndarray) for i in range(len(self._in_blobs))]
+        values = [self.input_blob(i).get(np.ndarray) for i in range(len(self._input_names))]
         for i in self._aliased_inputs:
             values[i] = values[i].copy()
         return values
