@@ -17,6 +17,10 @@ cdef class Workspace:
     cdef bint _is_shared_parent  # some workspace reads through to this one
     cdef dict _spare_blobs      # name -> a removed snapshot Blob nobody else holds, for reuse
     cdef dict _resolved         # name -> _Resolution: where non-local names resolve
+    # Nets built here, by name: kept for the layer above (scopeops.Workspace), which
+    # owns the table; the core never reads it. A C field, so that a Do kernel finds a
+    # child workspace's sub-net without a Python call.
+    cdef public dict _nets
     cdef object __weakref__
 
     cdef Blob c_find(self, str name)

@@ -7,6 +7,7 @@ _W = TypeVar("_W", bound="Workspace")
 Bindings = Mapping[str, str] | Iterable[tuple[str, str]]
 
 class Workspace:
+    _nets: dict[str, Any] | None  # dict: the nets the layer above keeps here
     def __init__(self, shared: Workspace | None = None) -> None: ...
     @classmethod
     def from_bindings(cls: type[_W], parent: Workspace, bindings: Bindings) -> _W: ...

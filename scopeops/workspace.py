@@ -23,15 +23,16 @@ __all__ = ["Workspace"]
 
 class Workspace(_workspace.Workspace):
     __doc__ = _workspace.Workspace.__doc__
-    __slots__ = ("_nets",)
+    __slots__ = ()
+    # The compiled workspace's ``_nets`` field (None until the first net) maps names to
+    # NetExecutors; a NetDef entry came with a pickle and is built on first use
+    # (_built_net).
 
     def _net_map(self) -> dict[str, NetExecutor | NetDef]:
-        # A NetDef entry came with a pickle and is built on first use (_built_net).
-        try:
-            return self._nets
-        except AttributeError:
-            self._nets: dict[str, NetExecutor | NetDef] = {}
-            return self._nets
+        nets = self._nets
+        if nets is None:
+            nets = self._nets = {}
+        return nets
 
     def _built_net(self, name: str) -> NetExecutor | None:
         nets = self._net_map()
@@ -87,10 +88,10 @@ class Workspace(_workspace.Workspace):
         """The net built here under ``name``, or None."""
         if not isinstance(name, str):
             raise TypeError(f"a net name must be a str, not {type(name).__name__}")
-        try:   # _net_map(), inlined: a Do looks its sub-net up on every run
-            entry = self._nets.get(name)
-        except AttributeError:
+        nets = self._nets
+        if nets is None:
             return None
+        entry = nets.get(name)
         if isinstance(entry, NetDef):
             return self._built_net(name)
         return entry

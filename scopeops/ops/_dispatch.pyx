@@ -21,6 +21,7 @@ cimport cython
 from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
 from libc.string cimport memmove
 
 import numpy as np
@@ -849,6 +850,40 @@ cdef class AveragedLossKernel(Kernel):
 
 
 @cython.final
+cdef class HasScopeKernel(Kernel):
+    """HasScope: whether the stack in the scope blob (input 0) has a workspace pushed,
+    into an output that already holds a bool tensor of shape (1,) of its own."""
+
+    cdef int run(self, OperatorCore op) except -1:
+        cdef tuple ins = op._in_blobs
+        cdef tuple outs = op._out_blobs
+        cdef npy_intp one = 1
+        cdef Blob scope
+        if PyTuple_GET_SIZE(ins) != 1 or PyTuple_GET_SIZE(outs) != 1:
+            return 0
+        scope = <Blob>ins[0]
+        if scope._meta is None or type(scope._value) is not WorkspaceStack:
+            return 0
+        out = _own_output(outs[0], 1, &one, <PyObject*>_BOOL_DESCR)
+        if out is None:
+            return 0
+        (<unsigned char*>PyArray_DATA(<PyArrayObject*>out))[0] = \
+            (<WorkspaceStack>scope._value)._top >= 0
+        return 1
+
+
+cdef inline object _built_net(dict nets, str name):
+    """The net built under ``name`` in a workspace's net table, if it is one (not a
+    NetDef still to build, see scopeops.Workspace.get_net); else None."""
+    if nets is None:
+        return None
+    cdef PyObject* found = PyDict_GetItem(nets, name)
+    if found == NULL or not isinstance(<object>found, NetCore):
+        return None
+    return <object>found
+
+
+@cython.final
 cdef class DoKernel(Kernel):
     """Do's usual path: push (or pop, for a gradient Do) on the scope blob's stack, run
     the sub-net kept in the child workspace, snapshot the bound blobs if asked.
@@ -908,7 +943,9 @@ cdef class DoKernel(Kernel):
             with cython.critical_section(stack):
                 child = stack.c_push_bound(<Workspace>parent, self.bindings)
         try:
-            executor = child.get_net(self.subnet_name)
+            executor = _built_net((<Workspace>child)._nets, self.subnet_name)
+            if executor is None:
+                executor = child.get_net(self.subnet_name)
             if executor is None:
                 executor = child.create_net(self.subnet, overwrite=True)
             _run_executor(executor)
