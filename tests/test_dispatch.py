@@ -183,3 +183,66 @@ def test_the_kernel_is_the_path_taken_for_plain_float32_tensors(op_type):
             cls.run = original_run
         else:
             del cls.run
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3])
+@pytest.mark.parametrize("out", [None, np.zeros(1, np.bool_), np.ones(1, np.bool_),
+                                 np.zeros(1, np.float32), np.zeros(2, np.bool_),
+                                 np.zeros((1, 1), np.bool_), "text"])
+def test_has_scope_kernel_ends_exactly_as_the_general_path(depth, out):
+    def run(kernel):
+        ws = so.Workspace()
+        stack = so.WorkspaceStack()
+        for _ in range(depth):
+            stack.push_forward_workspace(ws)
+        ws.feed_blob("scope", stack)
+        if out is not None:
+            ws.feed_blob("has", np.copy(out) if isinstance(out, np.ndarray) else out)
+        net = so.Net("n")
+        net.HasScope(["scope"], ["has"])
+        executor = ws.create_net(net)
+        if not kernel:
+            executor.operators[0]._set_kernel(None)
+        before = ws.get_blob("has")
+        executor.run()
+        executor.run()
+        value = ws.fetch_blob("has")
+        return value.dtype, value.shape, value.tolist(), ws.get_blob("has") is before
+
+    fast = run(kernel=True)
+    assert fast == run(kernel=False)
+    assert fast[:3] == (np.dtype(np.bool_), (1,), [depth > 0])
+
+
+def test_has_scope_kernel_is_the_path_taken_and_refuses_what_the_op_refuses():
+    ws = so.Workspace()
+    stack = so.WorkspaceStack()
+    ws.feed_blob("scope", stack)
+    net = so.Net("n")
+    net.HasScope(["scope"], ["has"])
+    executor = ws.create_net(net)
+    executor.run()                     # the first run makes the output tensor
+    op = executor.operators[0]
+    calls = []
+    cls = type(op)
+    original_run = cls.run
+
+    def spy(self):
+        calls.append(1)
+        return original_run(self)
+
+    cls.run = spy
+    try:
+        stack.push_forward_workspace(ws)
+        executor.run()
+        assert calls == [] and ws.fetch_blob("has").tolist() == [True]
+        stack.pop_gradient_workspace(ws)
+        executor.run()
+        assert calls == [] and ws.fetch_blob("has").tolist() == [False]
+        ws.feed_blob("scope", np.zeros(1))       # not a stack: the general path raises
+        with pytest.raises(so.OperatorError, match="scope"):
+            executor.run()
+        assert calls == [1]
+        np.testing.assert_array_equal(ws.fetch_blob("has"), [False])
+    finally:
+        cls.run = original_run

@@ -42,6 +42,9 @@ class NetCore:
 class CopyKernel(Kernel): ...
 
 @final
+class HasScopeKernel(Kernel): ...
+
+@final
 class UnaryUfunc(Kernel):
     def __init__(self, ufunc: Any, kinds: str = "any", bool_out: bool = False) -> None: ...
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from scopeops._stack import WorkspaceStack
+from scopeops.ops import _dispatch
 from scopeops.ops.base import SHOULD_NOT_DO_GRADIENT, Operator, register
 
 __all__ = ["CreateScopeOp", "HasScopeOp", "mark_stack_looked_after", "scope_stack",
@@ -67,6 +68,7 @@ class CreateScopeOp(Operator):
               "tensor of shape (1,).")
 class HasScopeOp(Operator):
     __slots__ = ()
+    _fast_path = _dispatch.HasScopeKernel()
 
     def scope(self) -> WorkspaceStack:
         """The stack in the input scope blob (BlobTypeError if it holds something else)."""
