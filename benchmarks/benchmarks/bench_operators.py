@@ -10,6 +10,7 @@ import functools
 from scopeops.bench import operator_cases as so_ops
 
 _o1 = functools.cache(so_ops.O1Fixture)
+_o1_large = functools.cache(lambda: so_ops.O1Fixture(n=so_ops.O1_SIZE_LARGE))
 _o1_while = functools.cache(so_ops.O1WhileFixture)
 _o2 = functools.cache(so_ops.O2Fixture)
 
@@ -28,8 +29,22 @@ class DoLoop:
         self.fixture.reference()
 
 
+class DoLoopLarge:
+    """O1, second fixture: the same recurrence at 128x128 float32."""
+
+    def setup(self):
+        self.fixture = _o1_large()
+        self.fixture.run()
+
+    def time_do_loop_with_gradients(self):
+        self.fixture.run()
+
+    def time_numpy_reference(self):
+        self.fixture.reference()
+
+
 class WhileLoop:
-    """O1, second fixture: the same recurrence as a 32-step While loop, with gradients."""
+    """Tracked beside O1: the same recurrence as a 32-step While loop, with gradients."""
 
     def setup(self):
         self.fixture = _o1_while()
@@ -63,6 +78,8 @@ class OperatorRatios:
         o1 = so_ops.measure_o1(quick=True)
         o2 = so_ops.measure_o2(quick=True)
         return {"o1_ratio": o1["ratio"], "o1_growth": o1["growth_bytes"],
+                "o1_large_ratio": o1["ratio_large"],
+                "o1_large_growth": o1["growth_large_bytes"],
                 "o1_while_ratio": o1["ratio_while"],
                 "o1_while_growth": o1["growth_while_bytes"],
                 "o2_overhead": o2["overhead_ns"]}
@@ -76,6 +93,16 @@ class OperatorRatios:
         return figures["o1_growth"]
 
     track_o1_memory_growth_100_iterations.unit = "bytes"
+
+    def track_o1_large_ratio_to_numpy(self, figures):
+        return figures["o1_large_ratio"]
+
+    track_o1_large_ratio_to_numpy.unit = "ratio"
+
+    def track_o1_large_memory_growth_100_iterations(self, figures):
+        return figures["o1_large_growth"]
+
+    track_o1_large_memory_growth_100_iterations.unit = "bytes"
 
     def track_o1_while_ratio_to_numpy(self, figures):
         return figures["o1_while_ratio"]

