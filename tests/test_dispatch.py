@@ -11,6 +11,8 @@ would write into, never replaces a blob).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -162,6 +164,17 @@ def test_the_kernel_is_the_path_taken_for_plain_float32_tensors(op_type):
     executor = ws.create_net(net)
     executor.run()
     op = executor.operators[0]
+    with python_runs(op) as calls:
+        executor.run()
+        assert calls == []          # the kernel ran: run() was not called
+        op._set_kernel(None)
+        executor.run()
+        assert calls == [1]         # without it, the general path
+
+
+@contextlib.contextmanager
+def python_runs(op):
+    """A list that gets an item each time the Python run() of ``op``'s class is called."""
     calls = []
     cls = type(op)
     had_own_run = "run" in cls.__dict__
@@ -173,11 +186,7 @@ def test_the_kernel_is_the_path_taken_for_plain_float32_tensors(op_type):
 
     cls.run = spy
     try:
-        executor.run()
-        assert calls == []          # the kernel ran: run() was not called
-        op._set_kernel(None)
-        executor.run()
-        assert calls == [1]         # without it, the general path
+        yield calls
     finally:
         if had_own_run:
             cls.run = original_run
@@ -222,17 +231,7 @@ def test_has_scope_kernel_is_the_path_taken_and_refuses_what_the_op_refuses():
     net.HasScope(["scope"], ["has"])
     executor = ws.create_net(net)
     executor.run()                     # the first run makes the output tensor
-    op = executor.operators[0]
-    calls = []
-    cls = type(op)
-    original_run = cls.run
-
-    def spy(self):
-        calls.append(1)
-        return original_run(self)
-
-    cls.run = spy
-    try:
+    with python_runs(executor.operators[0]) as calls:
         stack.push_forward_workspace(ws)
         executor.run()
         assert calls == [] and ws.fetch_blob("has").tolist() == [True]
@@ -244,5 +243,3 @@ def test_has_scope_kernel_is_the_path_taken_and_refuses_what_the_op_refuses():
             executor.run()
         assert calls == [1]
         np.testing.assert_array_equal(ws.fetch_blob("has"), [False])
-    finally:
-        cls.run = original_run
