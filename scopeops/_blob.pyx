@@ -264,11 +264,12 @@ cdef class Blob:
 
     cdef int c_set(self, object value) except -1:
         cdef DTypeCode code
-        cdef TypeMeta meta = _meta_to_hold(value, &code)
+        cdef bint is_tensor
+        cdef TypeMeta meta = _meta_to_hold(value, &code, &is_tensor)
         cdef object old_value = self._value
         cdef object old_buffer = self._buffer
         self._meta = meta
-        self._is_tensor = PyArray_Check(value)
+        self._is_tensor = is_tensor
         self._dtype_code = code
         self._buffer = None
         self._capacity = 0
@@ -442,17 +443,19 @@ cdef Blob c_new_blob(object name):
     return blob
 
 
-cdef inline TypeMeta _meta_to_hold(object value, DTypeCode* code):
-    """The meta of a blob holding ``value``, with its dtype code in ``code``; TypeError
-    for a Blob. Registers a new value type."""
-    if isinstance(value, Blob):
+cdef inline TypeMeta _meta_to_hold(object value, DTypeCode* code, bint* is_tensor):
+    """The meta of a blob holding ``value``, with its dtype code in ``code`` and whether
+    it is a tensor in ``is_tensor``; TypeError for a Blob. Registers a new value type."""
+    if type(value) is Blob:      # Blob is final: no subclass to look for
         raise TypeError("a Blob cannot hold another Blob; store its value instead")
     if PyArray_Check(value):
         # The C-level array decides (an ndarray subclass's dtype property is never
         # read); its element type is not registered.
         code[0] = c_array_dtype_code(value)
+        is_tensor[0] = True
         return TENSOR_META
     code[0] = DT_OTHER
+    is_tensor[0] = False
     return c_meta_of_value(value)
 
 
@@ -461,11 +464,12 @@ cdef Blob c_new_blob_holding(object name, object value):
     step (a fresh blob has no old value to drop). Refuses a Blob, and registers the
     value's type, before the blob exists."""
     cdef DTypeCode code
-    cdef TypeMeta meta = _meta_to_hold(value, &code)
+    cdef bint is_tensor
+    cdef TypeMeta meta = _meta_to_hold(value, &code, &is_tensor)
     cdef Blob blob = Blob.__new__(Blob)
     blob.name = name
     blob._meta = meta
-    blob._is_tensor = PyArray_Check(value)
+    blob._is_tensor = is_tensor
     blob._dtype_code = code
     blob._value = value
     return blob
