@@ -21,10 +21,10 @@ import numpy as np
 
 from scopeops._blob cimport Blob
 from scopeops._npy cimport (
-    PyArrayObject, _import_array, PyArray_DATA, PyArray_NDIM, PyArray_DIMS, PyArray_SIZE,
+    PyArrayObject, _import_array, PyArray_DATA, PyArray_SIZE,
     PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS, PyArray_ISWRITEABLE, PyArray_ISALIGNED,
     PyArray_Check, PyArray_TYPE, PyArray_IS_F_CONTIGUOUS, PyArray_ISNOTSWAPPED,
-    plain_array, array_dtype, array_shape,
+    plain_array, array_dtype, array_shape, same_shape,
 )
 from scopeops._types cimport DTypeCode, DT_FLOAT16, DT_FLOAT32, DT_FLOAT64
 from scopeops.errors import BlobTypeError
@@ -295,21 +295,14 @@ cpdef object accumulate(object dst, object src, double scale=1.0):
     cdef DTypeCode src_code = <DTypeCode>_float_code(s, src_array, "src")
     cdef Py_ssize_t n
     cdef Py_ssize_t nbytes
-    cdef int ndim
-    cdef int k
     cdef char* dst_data
     cdef char* src_data
     if code != src_code:
         raise TypeError(f"accumulate needs one dtype: dst is {array_dtype(dst_array)}, "
                         f"src is {array_dtype(src_array)}")
-    ndim = PyArray_NDIM(d)
-    if ndim != PyArray_NDIM(s):
+    if not same_shape(dst_array, src_array):
         raise ValueError(f"accumulate needs one shape: dst is {array_shape(dst_array)}, "
                          f"src is {array_shape(src_array)}")
-    for k in range(ndim):
-        if PyArray_DIMS(d)[k] != PyArray_DIMS(s)[k]:
-            raise ValueError(f"accumulate needs one shape: dst is {array_shape(dst_array)}, "
-                             f"src is {array_shape(src_array)}")
     if not PyArray_ISWRITEABLE(d):
         raise ValueError(f"accumulate cannot write into a read-only dst "
                          f"(dtype {array_dtype(dst_array)}, shape {array_shape(dst_array)})")

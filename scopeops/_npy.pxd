@@ -57,6 +57,20 @@ cdef inline object plain_array(object array):
     return PyArray_View(<PyArrayObject*>array, NULL, &PyArray_Type)
 
 
+cdef inline bint same_shape(object a, object b) noexcept:
+    """Do the ndarrays ``a`` and ``b`` have the same C-level shape?"""
+    cdef PyArrayObject* pa = <PyArrayObject*>a
+    cdef PyArrayObject* pb = <PyArrayObject*>b
+    cdef int nd = PyArray_NDIM(pa)
+    cdef int k
+    if PyArray_NDIM(pb) != nd:
+        return False
+    for k in range(nd):
+        if PyArray_DIMS(pa)[k] != PyArray_DIMS(pb)[k]:
+            return False
+    return True
+
+
 cdef inline object array_dtype(object array):
     """The real element type (np.dtype) of an ndarray, whatever its class claims."""
     return <object>PyArray_DESCR(<PyArrayObject*>array)

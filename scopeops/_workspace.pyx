@@ -23,8 +23,8 @@ import numpy as np
 from scopeops._blob cimport Blob, c_new_blob, c_new_blob_holding
 from scopeops._npy cimport (
     PyArrayObject, _import_array, PyArray_DATA, PyArray_NBYTES, PyArray_IS_C_CONTIGUOUS,
-    PyArray_BASE, PyArray_Check, PyArray_DESCR, PyArray_NDIM, PyArray_DIMS, plain_array,
-    array_dtype, array_shape,
+    PyArray_BASE, PyArray_Check, PyArray_DESCR, plain_array, array_dtype, array_shape,
+    same_shape,
 )
 from scopeops.errors import (
     BindingError, BlobNotFoundError, BlobTypeError, PickleStateError, ScopeError,
@@ -584,7 +584,7 @@ cdef class Workspace:
         spares = {}
         for inner, outer in bindings.items():
             local = new_blobs.pop(inner, None)
-            if local is not None and _recyclable(<Blob>local):
+            if local is not None and _unseen(<Blob>local, 2):   # the old dict and ``local``
                 # Nobody else can see this snapshot: keep it (blob, array and buffer)
                 # for the next one.
                 spares[inner] = local
@@ -1089,12 +1089,6 @@ cdef bint _unseen(Blob blob, Py_ssize_t holders):
             and PyArray_BASE(<PyArrayObject*>value) == buffer)
 
 
-cdef inline bint _recyclable(Blob blob):
-    """_unseen, for a blob just taken out of a workspace's local dict: the references
-    are the old dict's and the caller's variable."""
-    return _unseen(blob, 2)
-
-
 cdef Workspace _new_bound(type cls, Workspace parent, dict bindings):
     _check_outer_blobs(parent, bindings)
     cdef str inner
@@ -1120,16 +1114,8 @@ cdef inline bint _snapshot_fits(Blob spare, object plain) noexcept:
     """Can the spare snapshot take a copy of ``plain`` in its own array as it is: the
     same dtype object and the same shape? (Its array is C-contiguous over its buffer and
     seen by nobody else: ``_unseen`` checked that when it was kept and when taken.)"""
-    cdef PyArrayObject* have = <PyArrayObject*>spare._value
-    cdef PyArrayObject* want = <PyArrayObject*>plain
-    cdef int nd = PyArray_NDIM(want)
-    cdef int k
-    if PyArray_DESCR(have) != PyArray_DESCR(want) or PyArray_NDIM(have) != nd:
-        return False
-    for k in range(nd):
-        if PyArray_DIMS(have)[k] != PyArray_DIMS(want)[k]:
-            return False
-    return True
+    return (PyArray_DESCR(<PyArrayObject*>spare._value) == PyArray_DESCR(<PyArrayObject*>plain)
+            and same_shape(spare._value, plain))
 
 
 cdef bint _try_copy_forwarded(Workspace ws, list names) except -1:

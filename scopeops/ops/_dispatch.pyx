@@ -30,7 +30,7 @@ from scopeops._blob cimport Blob
 from scopeops._npy cimport (
     PyArrayObject, _import_array, npy_intp, PyArray_DATA, PyArray_NDIM, PyArray_DIMS,
     PyArray_NBYTES, PyArray_TYPE, PyArray_IS_C_CONTIGUOUS, PyArray_ISNOTSWAPPED,
-    PyArray_ISWRITEABLE, PyArray_DESCR, PyArray_CheckExact, PyArray_SIZE,
+    PyArray_ISWRITEABLE, PyArray_DESCR, PyArray_CheckExact, PyArray_SIZE, same_shape,
 )
 from scopeops._stack cimport WorkspaceStack
 from scopeops._workspace cimport (
@@ -152,19 +152,6 @@ cdef inline object _plain(object blob):
 
 cdef inline PyObject* _descr(object array) noexcept:
     return PyArray_DESCR(<PyArrayObject*>array)
-
-
-cdef inline bint _same_shape(object a, object b) noexcept:
-    cdef PyArrayObject* pa = <PyArrayObject*>a
-    cdef PyArrayObject* pb = <PyArrayObject*>b
-    cdef int nd = PyArray_NDIM(pa)
-    cdef int k
-    if PyArray_NDIM(pb) != nd:
-        return False
-    for k in range(nd):
-        if PyArray_DIMS(pa)[k] != PyArray_DIMS(pb)[k]:
-            return False
-    return True
 
 
 cdef inline object _own_output(object blob, int ndim, const npy_intp* dims, PyObject* descr):
@@ -611,7 +598,7 @@ cdef class BinaryUfunc(Kernel):
             return 0
         a = _plain(ins[0])
         b = _plain(ins[1])
-        if a is None or b is None or _descr(a) != _descr(b) or not _same_shape(a, b):
+        if a is None or b is None or _descr(a) != _descr(b) or not same_shape(a, b):
             return 0
         kind = _kind(a)
         if not kind:
@@ -736,7 +723,7 @@ cdef class TanhGradientKernel(Kernel):
         y = _plain(ins[0])
         dy = _plain(ins[1])
         if y is None or dy is None or _descr(y) != _descr(dy) or _kind(y) != c'f' \
-                or not _same_shape(y, dy):
+                or not same_shape(y, dy):
             return 0
         out = _own_like(outs[0], y)
         if out is None:
@@ -745,7 +732,7 @@ cdef class TanhGradientKernel(Kernel):
             slope = out
         else:
             slope = self.slope
-            if slope is None or _descr(slope) != _descr(y) or not _same_shape(slope, y):
+            if slope is None or _descr(slope) != _descr(y) or not same_shape(slope, y):
                 slope = _np_empty(y.shape, y.dtype)
                 self.slope = slope
         _call2(_np_multiply, y, y, slope)
@@ -770,7 +757,7 @@ cdef class MulGradientKernel(Kernel):
         if a is None or b is None or dz is None:
             return 0
         if _descr(a) != _descr(b) or _descr(a) != _descr(dz) or not _numeric(_kind(a)) \
-                or not _same_shape(a, b) or not _same_shape(a, dz):
+                or not same_shape(a, b) or not same_shape(a, dz):
             return 0
         da = _own_like(outs[0], a)
         db = _own_like(outs[1], a)
@@ -800,7 +787,7 @@ cdef class SumKernel(Kernel):
         xs = [first]
         for k in range(1, n):
             x = _plain(ins[k])
-            if x is None or _descr(x) != _descr(first) or not _same_shape(x, first):
+            if x is None or _descr(x) != _descr(first) or not same_shape(x, first):
                 return 0
             xs.append(x)
         out = _own_like(outs[0], first)
