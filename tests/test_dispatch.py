@@ -108,14 +108,20 @@ def fc_cases(draw):
     return op_type, inputs, outputs, feeds, {}
 
 
-def run_once(op_type, inputs, outputs, feeds, args, kernel):
+def one_op_net(op_type, inputs, outputs, feeds, args):
+    """A workspace holding copies of ``feeds``, and the one-op net built there:
+    ``(workspace, executor)``. A refused build raises."""
     ws = so.Workspace()
     for name, value in feeds.items():
         ws.feed_blob(name, np.copy(value) if isinstance(value, np.ndarray) else value)
     net = so.Net("n")
     net.add_op(op_type, inputs, outputs, **args)
+    return ws, ws.create_net(net)
+
+
+def run_once(op_type, inputs, outputs, feeds, args, kernel):
     try:
-        executor = ws.create_net(net)
+        ws, executor = one_op_net(op_type, inputs, outputs, feeds, args)
     except Exception as exc:       # refused when built: the same for both, no kernel involved
         return ("build", type(exc)), None
     if not kernel:

@@ -11,9 +11,8 @@ import warnings
 
 import numpy as np
 from hypothesis import HealthCheck, example, given, settings
-from test_dispatch import cases
+from test_dispatch import cases, one_op_net
 
-import scopeops as so
 from scopeops.ops import base
 
 CONTROL = {"Do", "If", "While", "CreateScope", "HasScope"}
@@ -48,13 +47,8 @@ def state(ws):
           {"a": np.ones((3, 4)), "b": np.ones((4, 2)), "c": np.array([7])}, {}))
 def test_an_operator_that_raises_changes_no_blob(case):
     op_type, inputs, outputs, feeds, args = case
-    ws = so.Workspace()
-    for name, value in feeds.items():
-        ws.feed_blob(name, np.copy(value) if isinstance(value, np.ndarray) else value)
-    net = so.Net("refused")
-    net.add_op(op_type, inputs, outputs, **args)
     try:
-        executor = ws.create_net(net)
+        ws, executor = one_op_net(*case)
     except Exception:
         return                      # refused when built: nothing ran
     before = state(ws)
