@@ -31,7 +31,8 @@ def test_package_is_marked_typed():
 @pytest.mark.parametrize("module", COMPILED)
 def test_stub_names_every_public_name_of_its_module(module):
     compiled = importlib.import_module("scopeops." + module)
-    stub = open(stub_path(module)).read()
+    with open(stub_path(module)) as f:
+        stub = f.read()
     public = [name for name in dir(compiled)
               if not name.startswith("_") and (inspect.isclass(getattr(compiled, name))
                                                or callable(getattr(compiled, name)))
