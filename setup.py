@@ -21,6 +21,9 @@ BUILD_BASE = os.path.join("build", "debug" if DEBUG_BUILD else "release")
 directives = {
     "language_level": 3,
     "embedsignature": True,
+    # Signatures go in Argument Clinic's form, which inspect.signature reads for the
+    # methods that are plain method descriptors (binding=False, see Workspace.fetch_blob).
+    "embedsignature.format": "clinic",
     "auto_pickle": False,
     "boundscheck": DEBUG_BUILD,
     "wraparound": DEBUG_BUILD,

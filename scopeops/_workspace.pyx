@@ -12,6 +12,7 @@ threads.
 """
 
 cimport cython
+from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.weakref cimport PyWeakref_NewRef
 from cpython.dict cimport PyDict_GetItemWithError as PyDict_GetItem
@@ -351,6 +352,7 @@ cdef class Workspace:
         """The visible blob of that name, or None. Iterative over any chain."""
         return _find(self, name)
 
+    @cython.binding(False)
     @cython.always_allow_keywords(False)
     def has_blob(self, name):
         """True when ``name`` is visible here (local, forwarded or shared)."""
@@ -359,11 +361,13 @@ cdef class Workspace:
     def __contains__(self, name):
         return _find(self, _name(name)) is not None
 
+    @cython.binding(False)
     @cython.always_allow_keywords(False)
     def get_blob(self, name):
         """The visible :class:`Blob` of that name, or None."""
         return _find(self, _name(name))
 
+    @cython.binding(False)
     @cython.always_allow_keywords(False)
     def fetch_blob(self, name):
         """The value of the visible blob ``name`` (by reference, not a copy).
@@ -688,6 +692,55 @@ cdef class Workspace:
     def __copy__(self):
         raise TypeError("a shallow copy of a Workspace would share its Blob objects with "
                         "the original; use copy.deepcopy (or pickle) for an independent copy")
+
+
+# -- the lookups' method descriptors in subclasses ------------------------------------------
+#
+# has_blob, get_blob and fetch_blob are plain METH_O method descriptors (binding=False),
+# the kind CPython (3.11 to 3.13) calls straight from the interpreter loop, with no
+# argument tuple or vectorcall in between. That specialised call is taken only when the
+# receiver's type is exactly the descriptor's own type, so an instance of a subclass
+# (scopeops.Workspace is one) falls back to the generic call, slower than a cyfunction.
+# give_subclass_lookups gives a subclass descriptors of its own over the same C
+# functions.
+
+cdef extern from "Python.h":
+    ctypedef struct PyMethodDef:
+        pass
+    ctypedef struct PyMethodDescrObject:
+        PyMethodDef* d_method
+    object PyDescr_NewMethod(PyTypeObject* type, PyMethodDef* method)
+    PyTypeObject PyMethodDescr_Type
+
+_FAST_LOOKUPS = ("has_blob", "get_blob", "fetch_blob")
+
+
+cdef bint _is_core_lookup(object found, object core):
+    """Is ``found`` the core method ``core`` or a subclass's descriptor over it?"""
+    return (type(found) is <object>&PyMethodDescr_Type
+            and (<PyMethodDescrObject*>found).d_method == (<PyMethodDescrObject*>core).d_method)
+
+
+def give_subclass_lookups(cls):
+    """Give the Workspace subclass ``cls`` its own descriptors of ``has_blob``,
+    ``get_blob`` and ``fetch_blob``, so that calls on its instances take CPython's
+    fast path for methods of C types. A method ``cls`` or a class between it and
+    Workspace defines itself is left as it is. (scopeops.Workspace does this for
+    itself and for every subclass of it.)"""
+    if not (isinstance(cls, type) and issubclass(cls, Workspace)):
+        raise TypeError(f"give_subclass_lookups takes a subclass of Workspace, not {cls!r}")
+    if cls is Workspace:
+        return
+    cdef type klass = <type>cls
+    for name in _FAST_LOOKUPS:
+        core = Workspace.__dict__[name]
+        for base in klass.__mro__:
+            if name in base.__dict__:
+                found = base.__dict__[name]
+                break
+        if _is_core_lookup(found, core) and name not in klass.__dict__:
+            setattr(klass, name,
+                    PyDescr_NewMethod(<PyTypeObject*>klass, (<PyMethodDescrObject*>core).d_method))
 
 
 def _rebuild_workspace(cls):

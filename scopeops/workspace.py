@@ -28,6 +28,10 @@ class Workspace(_workspace.Workspace):
     # NetExecutors; a NetDef entry came with a pickle and is built on first use
     # (_built_net).
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _workspace.give_subclass_lookups(cls)
+
     def _net_map(self) -> dict[str, NetExecutor | NetDef]:
         nets = self._nets
         if nets is None:
@@ -117,3 +121,6 @@ class Workspace(_workspace.Workspace):
     def run_net_once(self, net: Any) -> None:
         """Build ``net`` here without keeping it, and run it once."""
         NetExecutor(as_netdef(net), self).run()
+
+
+_workspace.give_subclass_lookups(Workspace)

@@ -1,5 +1,6 @@
 """Workspace: the typed blob dictionary, read-through parents and forwardings."""
 
+import inspect
 import re
 import textwrap
 
@@ -8,6 +9,7 @@ import pytest
 from support import run_in_small_stack, run_python
 
 import scopeops as so
+from scopeops import _workspace
 
 # Subprocesses import the very scopeops this test run imported (the source tree built in
 # place, or an installed copy), never whatever happens to sit in the current directory.
@@ -1286,3 +1288,89 @@ def test_forwarding_chain_of_100000_workspaces_is_freed_root_first_without_crash
     result = run_in_small_stack(FORWARD_CHAIN + FREE_ROOT_THEN_LEAF)
     assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
     assert "FREED_OK" in result.stdout
+
+
+# --- the lookups' own method descriptors in subclasses ---------------------------------------
+#
+# CPython calls a C type's METH_O method straight from the interpreter loop only when the
+# receiver's type is exactly the descriptor's type; scopeops.Workspace and its subclasses
+# therefore carry descriptors of their own over the core's lookups.
+
+LOOKUPS = ["has_blob", "get_blob", "fetch_blob"]
+
+
+@pytest.mark.parametrize("name", LOOKUPS)
+def test_public_workspace_owns_a_c_descriptor_of_each_lookup(name):
+    descriptor = so.Workspace.__dict__[name]
+    assert type(descriptor) is type(dict.get)   # a method descriptor, not a Python function
+    assert descriptor.__objclass__ is so.Workspace
+
+
+@pytest.mark.parametrize("name", LOOKUPS)
+def test_a_subclass_of_a_subclass_owns_its_descriptors_too(name):
+    class Mine(so.Workspace):
+        pass
+
+    class Below(Mine):
+        pass
+
+    for cls in (Mine, Below):
+        assert cls.__dict__[name].__objclass__ is cls
+
+
+def test_a_subclass_override_is_kept_there_and_below():
+    class Mine(so.Workspace):
+        def get_blob(self, name):
+            return ("mine", name)
+
+    class Below(Mine):
+        pass
+
+    assert Below().get_blob("x") == ("mine", "x")
+    assert "get_blob" not in Below.__dict__
+    assert Below.__dict__["fetch_blob"].__objclass__ is Below
+
+
+def test_lookups_of_a_subclass_behave_as_the_core_ones():
+    class Mine(so.Workspace):
+        pass
+
+    parent = Mine()
+    parent.feed_blob("x", 3.0)
+    parent.create_blob("empty")
+    ws = Mine(parent)
+    assert ws.has_blob("x") and not ws.has_blob("y")
+    assert ws.get_blob("x") is parent.get_blob("x")
+    assert ws.get_blob("y") is None
+    assert ws.fetch_blob("x") == 3.0
+    with pytest.raises(so.BlobNotFoundError):
+        ws.fetch_blob("y")
+    with pytest.raises(so.BlobTypeError):
+        ws.fetch_blob("empty")
+    for method in (ws.has_blob, ws.get_blob, ws.fetch_blob):
+        with pytest.raises(TypeError):
+            method(1)
+        with pytest.raises(TypeError):
+            method(name="x")   # positional only, as Caffe2's lookups
+    with pytest.raises(TypeError, match="doesn't apply"):
+        Mine.fetch_blob(so.Workspace(), "x")   # the descriptor checks its receiver
+
+
+@pytest.mark.parametrize("name", LOOKUPS)
+def test_a_lookup_signature_is_readable(name):
+    assert list(inspect.signature(getattr(so.Workspace, name)).parameters) == ["self", "name"]
+    assert getattr(so.Workspace, name).__doc__ == getattr(_workspace.Workspace, name).__doc__
+
+
+@pytest.mark.parametrize("bad", [int, object, "Workspace", None])
+def test_give_subclass_lookups_takes_only_a_workspace_class(bad):
+    with pytest.raises(TypeError, match="subclass of Workspace"):
+        _workspace.give_subclass_lookups(bad)
+
+
+def test_give_subclass_lookups_is_idempotent_and_leaves_the_core_alone():
+    _workspace.give_subclass_lookups(_workspace.Workspace)
+    assert _workspace.Workspace.__dict__["fetch_blob"].__objclass__ is _workspace.Workspace
+    before = so.Workspace.__dict__["fetch_blob"]
+    _workspace.give_subclass_lookups(so.Workspace)
+    assert so.Workspace.__dict__["fetch_blob"] is before
