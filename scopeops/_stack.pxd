@@ -1,5 +1,5 @@
 from cpython.ref cimport PyObject
-from scopeops._workspace cimport Workspace
+from scopeops._workspace cimport Workspace, c_reusable_unbound
 
 
 cdef class WorkspaceStack:
@@ -36,7 +36,26 @@ cdef void c_stack_clear(WorkspaceStack stack) noexcept nogil
 # Push a forward workspace with no bindings. Without the GIL when the dormant
 # workspace above the top can be reused as is; takes the GIL only to allocate,
 # rebind, run debug checks or raise. Returns the new depth, -1 on error.
-cdef Py_ssize_t c_push_forward_workspace(WorkspaceStack stack, Workspace parent) except -1 nogil
+# Inline, as the pop: the reuse path compiles into the caller's loop (a few loads, a
+# compare and a store, no call); everything else is one call to the _slow function.
+cdef inline Py_ssize_t c_push_forward_workspace(WorkspaceStack stack,
+                                                Workspace parent) except -1 nogil:
+    cdef Py_ssize_t nxt = stack._top + 1
+    if (not stack.debug and 0 <= nxt < stack._count
+            and c_reusable_unbound(stack._slots[nxt], <PyObject*>parent)):
+        stack._top = nxt
+        return nxt + 1
+    return c_push_forward_workspace_slow(stack, parent)
 # Pop with no gradient bindings: 1 if a workspace was popped, 0 if the stack was
 # empty, -1 on error (debug checks take the GIL).
-cdef int c_pop_gradient_workspace(WorkspaceStack stack, Workspace parent) except -1 nogil
+cdef inline int c_pop_gradient_workspace(WorkspaceStack stack, Workspace parent) except -1 nogil:
+    if not stack.debug and stack._top < stack._count:
+        if stack._top < 0:
+            return 0
+        stack._top -= 1
+        return 1
+    return c_pop_gradient_workspace_slow(stack, parent)
+# The paths of the two above that take the GIL (not for direct use).
+cdef Py_ssize_t c_push_forward_workspace_slow(WorkspaceStack stack,
+                                              Workspace parent) except -1 nogil
+cdef int c_pop_gradient_workspace_slow(WorkspaceStack stack, Workspace parent) except -1 nogil

@@ -13,7 +13,6 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 
 from scopeops._workspace cimport (
     Workspace, c_check_parent, c_normalize_bindings, c_bound_blobs_visible, c_same_bindings,
-    c_reusable_unbound,
 )
 from scopeops._types import register_known_type
 from scopeops._workspace import deep_nbytes
@@ -436,12 +435,9 @@ cdef void c_stack_clear(WorkspaceStack stack) noexcept nogil:
     stack._top = -1
 
 
-cdef Py_ssize_t c_push_forward_workspace(WorkspaceStack stack, Workspace parent) except -1 nogil:
-    cdef Py_ssize_t nxt = stack._top + 1
-    if not stack.debug and 0 <= nxt < stack._count \
-            and c_reusable_unbound(stack._slots[nxt], <PyObject*>parent):
-        stack._top = nxt
-        return nxt + 1
+cdef Py_ssize_t c_push_forward_workspace_slow(WorkspaceStack stack,
+                                              Workspace parent) except -1 nogil:
+    # The inline c_push_forward_workspace (_stack.pxd) found nothing to reuse as is.
     with gil:
         stack.c_push(c_check_parent(parent), {})
         return stack._top + 1
@@ -464,12 +460,8 @@ cdef inline Workspace _dormant_bound_as(WorkspaceStack stack, object parent, obj
     return None
 
 
-cdef int c_pop_gradient_workspace(WorkspaceStack stack, Workspace parent) except -1 nogil:
-    if not stack.debug and stack._top < stack._count:
-        if stack._top < 0:
-            return 0
-        stack._top -= 1
-        return 1
+cdef int c_pop_gradient_workspace_slow(WorkspaceStack stack, Workspace parent) except -1 nogil:
+    # The inline c_pop_gradient_workspace (_stack.pxd) met a debug stack or a released one.
     with gil:
         return 0 if stack.c_pop(c_check_parent(parent), {}) is None else 1
 

@@ -161,6 +161,15 @@ def test_debug_stack_checks_run_through_the_c_api(client):
     assert len(stack) == 1
 
 
+def test_debug_stack_pops_through_the_c_api_slow_path(client):
+    stack, parent = so.WorkspaceStack(debug=True), so.Workspace()
+    client.push_n(stack, parent, 3)
+    assert client.pop_all(stack, parent) == 3
+    assert stack.empty() and stack.capacity == 3
+    client.push_n(stack, parent, 1)   # the debug push reuses the dormant workspace too
+    assert stack.capacity == 3 and len(stack) == 1
+
+
 def test_tensor_view_writes_into_the_blob_buffer_without_the_gil(client):
     blob = so.Blob()
     array = blob.tensor((2, 3), np.float32)

@@ -209,6 +209,13 @@ class Ratios:
 
     track_c3_nogil_push_pop_ns.unit = "ns"
 
+    def track_c3_nogil_push_pop_call_ns(self, figures):
+        # The same pair through function pointers: the out-of-line calls, beside the
+        # inline API a cimporting module compiles in (track_c3_nogil_push_pop_ns).
+        return figures["C3"]["nogil_push_pop_call_ns"]
+
+    track_c3_nogil_push_pop_call_ns.unit = "ns"
+
     def track_c3_nogil_empty_pair_ns(self, figures):
         return figures["C3"]["nogil_empty_pair_ns"]
 

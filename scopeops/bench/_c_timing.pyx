@@ -58,11 +58,50 @@ cdef double _time_pairs(push_fn push, pop_fn pop, WorkspaceStack stack, Workspac
     return (stop - start) / n
 
 
-def nogil_push_pop_ns(WorkspaceStack stack not None, Workspace parent not None, Py_ssize_t n):
-    """ns per push+pop pair through the C-level API inside ``with nogil`` (target C3)."""
-    # Warm the dormant workspace so the loop runs the reuse path.
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    #define SCOPEOPS_COMPILER_BARRIER() _ReadWriteBarrier()
+    #else
+    #define SCOPEOPS_COMPILER_BARRIER() __asm__ __volatile__("" ::: "memory")
+    #endif
+    """
+    # Stops the compiler from keeping the stack's fields in registers across it, or
+    # from folding a push and the pop after it into nothing; emits no instruction.
+    void _compiler_barrier "SCOPEOPS_COMPILER_BARRIER"() noexcept nogil
+
+
+def _warm(WorkspaceStack stack, Workspace parent):
+    """Allocate the dormant workspace, so that the timed loops run the reuse path."""
     stack.push_forward_workspace(parent)
     stack.pop_gradient_workspace(parent)
+
+
+def nogil_push_pop_ns(WorkspaceStack stack not None, Workspace parent not None, Py_ssize_t n):
+    """ns per push+pop pair through the C-level API inside ``with nogil``, called as a
+    cimporting module calls it (target C3): the reuse paths are inline, and a compiler
+    barrier after each call makes every pair read and write the stack in memory, as a
+    loop with work between them does."""
+    _warm(stack, parent)
+    cdef Py_ssize_t _pair
+    cdef double start, stop
+    with nogil:
+        start = _now_ns()
+        for _pair in range(n):
+            c_push_forward_workspace(stack, parent)
+            _compiler_barrier()
+            c_pop_gradient_workspace(stack, parent)
+            _compiler_barrier()
+        stop = _now_ns()
+    return (stop - start) / n
+
+
+def nogil_push_pop_call_ns(WorkspaceStack stack not None, Workspace parent not None,
+                           Py_ssize_t n):
+    """ns per push+pop pair made through function pointers to the same API: each an
+    out-of-line call, as the empty pair's (reported beside C3)."""
+    _warm(stack, parent)
     cdef push_fn push = c_push_forward_workspace
     cdef pop_fn pop = c_pop_gradient_workspace
     return _time_pairs(push, pop, stack, parent, n)
