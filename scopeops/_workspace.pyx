@@ -697,7 +697,7 @@ cdef class Workspace:
 # -- the lookups' method descriptors in subclasses ------------------------------------------
 #
 # has_blob, get_blob and fetch_blob are plain METH_O method descriptors (binding=False),
-# the kind CPython (3.11 to 3.13) calls straight from the interpreter loop, with no
+# the kind CPython (3.11 and later) calls straight from the interpreter loop, with no
 # argument tuple or vectorcall in between. That specialised call is taken only when the
 # receiver's type is exactly the descriptor's own type, so an instance of a subclass
 # (scopeops.Workspace is one) falls back to the generic call, slower than a cyfunction.
