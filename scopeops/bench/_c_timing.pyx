@@ -72,10 +72,11 @@ cdef extern from *:
     void _compiler_barrier "SCOPEOPS_COMPILER_BARRIER"() noexcept nogil
 
 
-def _warm(WorkspaceStack stack, Workspace parent):
+cdef int _warm(WorkspaceStack stack, Workspace parent) except -1:
     """Allocate the dormant workspace, so that the timed loops run the reuse path."""
     stack.push_forward_workspace(parent)
     stack.pop_gradient_workspace(parent)
+    return 0
 
 
 def nogil_push_pop_ns(WorkspaceStack stack not None, Workspace parent not None, Py_ssize_t n):
@@ -83,9 +84,9 @@ def nogil_push_pop_ns(WorkspaceStack stack not None, Workspace parent not None, 
     cimporting module calls it (target C3): the reuse paths are inline, and a compiler
     barrier after each call makes every pair read and write the stack in memory, as a
     loop with work between them does."""
-    _warm(stack, parent)
     cdef Py_ssize_t _pair
     cdef double start, stop
+    _warm(stack, parent)
     with nogil:
         start = _now_ns()
         for _pair in range(n):
