@@ -725,8 +725,9 @@ def give_subclass_lookups(cls):
     """Give the Workspace subclass ``cls`` its own descriptors of ``has_blob``,
     ``get_blob`` and ``fetch_blob``, so that calls on its instances take CPython's
     fast path for methods of C types. A method ``cls`` or a class between it and
-    Workspace defines itself is left as it is. (scopeops.Workspace does this for
-    itself and for every subclass of it.)"""
+    Workspace defines itself is left as it is. scopeops.Workspace does this for
+    itself; a subclass of it that opts in no longer sees a lookup patched onto
+    scopeops.Workspace later, since its own descriptors come first."""
     if not (isinstance(cls, type) and issubclass(cls, Workspace)):
         raise TypeError(f"give_subclass_lookups takes a subclass of Workspace, not {cls!r}")
     if cls is Workspace:

@@ -28,10 +28,6 @@ class Workspace(_workspace.Workspace):
     # NetExecutors; a NetDef entry came with a pickle and is built on first use
     # (_built_net).
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        _workspace.give_subclass_lookups(cls)
-
     def _net_map(self) -> dict[str, NetExecutor | NetDef]:
         nets = self._nets
         if nets is None:
@@ -123,4 +119,8 @@ class Workspace(_workspace.Workspace):
         NetExecutor(as_netdef(net), self).run()
 
 
+# The lookups called every step take CPython's direct call path on instances of this
+# class (see _workspace.give_subclass_lookups). Subclasses of it inherit these
+# descriptors, so patching a lookup here reaches their instances, as Python's rules
+# say; a subclass may opt in to descriptors of its own.
 _workspace.give_subclass_lookups(Workspace)

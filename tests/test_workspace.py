@@ -1290,11 +1290,11 @@ def test_forwarding_chain_of_100000_workspaces_is_freed_root_first_without_crash
     assert "FREED_OK" in result.stdout
 
 
-# --- the lookups' own method descriptors in subclasses ---------------------------------------
+# --- the lookups' own method descriptors ------------------------------------------------------
 #
 # CPython calls a C type's METH_O method straight from the interpreter loop only when the
-# receiver's type is exactly the descriptor's type; scopeops.Workspace and its subclasses
-# therefore carry descriptors of their own over the core's lookups.
+# receiver's type is exactly the descriptor's type; scopeops.Workspace therefore carries
+# descriptors of its own over the core's lookups, and a subclass may opt in to its own.
 
 LOOKUPS = ["has_blob", "get_blob", "fetch_blob"]
 
@@ -1307,18 +1307,30 @@ def test_public_workspace_owns_a_c_descriptor_of_each_lookup(name):
 
 
 @pytest.mark.parametrize("name", LOOKUPS)
-def test_a_subclass_of_a_subclass_owns_its_descriptors_too(name):
+def test_a_subclass_inherits_the_lookups_and_sees_them_patched(name, monkeypatch):
+    class Mine(so.Workspace):
+        pass
+
+    assert name not in Mine.__dict__
+    monkeypatch.setattr(so.Workspace, name, lambda self, blob: ("patched", blob))
+    assert getattr(Mine(), name)("x") == ("patched", "x")
+
+
+@pytest.mark.parametrize("name", LOOKUPS)
+def test_a_subclass_that_opts_in_owns_its_descriptors_and_passes_them_down(name):
     class Mine(so.Workspace):
         pass
 
     class Below(Mine):
         pass
 
+    _workspace.give_subclass_lookups(Mine)
+    _workspace.give_subclass_lookups(Below)
     for cls in (Mine, Below):
         assert cls.__dict__[name].__objclass__ is cls
 
 
-def test_a_subclass_override_is_kept_there_and_below():
+def test_opting_in_keeps_an_override_there_and_below():
     class Mine(so.Workspace):
         def get_blob(self, name):
             return ("mine", name)
@@ -1326,15 +1338,21 @@ def test_a_subclass_override_is_kept_there_and_below():
     class Below(Mine):
         pass
 
+    _workspace.give_subclass_lookups(Mine)
+    _workspace.give_subclass_lookups(Below)
     assert Below().get_blob("x") == ("mine", "x")
+    assert inspect.isfunction(Mine.__dict__["get_blob"])   # the override, not replaced
     assert "get_blob" not in Below.__dict__
     assert Below.__dict__["fetch_blob"].__objclass__ is Below
 
 
-def test_lookups_of_a_subclass_behave_as_the_core_ones():
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_lookups_of_a_subclass_behave_as_the_core_ones(opt_in):
     class Mine(so.Workspace):
         pass
 
+    if opt_in:
+        _workspace.give_subclass_lookups(Mine)
     parent = Mine()
     parent.feed_blob("x", 3.0)
     parent.create_blob("empty")
@@ -1352,8 +1370,11 @@ def test_lookups_of_a_subclass_behave_as_the_core_ones():
             method(1)
         with pytest.raises(TypeError):
             method(name="x")   # positional only, as Caffe2's lookups
+
+
+def test_the_public_lookups_check_their_receiver():
     with pytest.raises(TypeError, match="doesn't apply"):
-        Mine.fetch_blob(so.Workspace(), "x")   # the descriptor checks its receiver
+        so.Workspace.fetch_blob(_workspace.Workspace(), "x")
 
 
 @pytest.mark.parametrize("name", LOOKUPS)
