@@ -21,8 +21,7 @@ from scopeops.bench.timing import (
 )
 
 __all__ = ["O1_SIZE_LARGE", "O1Fixture", "O1WhileFixture", "O2Fixture", "measure_o1",
-           "measure_o2",
-           "numpy_recurrence"]
+           "measure_o2", "numpy_recurrence"]
 
 O1_STEPS = 32
 O1_SIZE = 64
