@@ -46,7 +46,6 @@ def state(ws):
 @example(("SumReduceLike", ["a", "b"], ["c"],
           {"a": np.ones((3, 4)), "b": np.ones((4, 2)), "c": np.array([7])}, {}))
 def test_an_operator_that_raises_changes_no_blob(case):
-    op_type, inputs, outputs, feeds, args = case
     try:
         ws, executor = one_op_net(*case)
     except Exception:
